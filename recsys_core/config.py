@@ -1,0 +1,267 @@
+"""Typed configuration tree, named experiments and `key=value` overrides.
+
+The resolved config is saved in every model bundle, so a run can be repeated
+from its bundle alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+
+MODEL_NAMES = ("retrieval", "ranking", "dlrm", "dcn", "multitask")
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+DATA_SOURCES = ("grouplens", "tfds", "parquet", "synthetic")
+SPLITS = ("random", "temporal")
+
+
+@dataclass
+class DataConfig:
+    """Where the interactions come from and how they are split."""
+
+    source: str = "grouplens"
+    # GroupLens directory or .zip (ml-100k / ml-1m format), or a directory of
+    # Parquet tables (interactions/, users/, items/).
+    path: str = "../shared/data/ml-100k"
+    tfds_name: str = "movielens/100k-ratings"
+    split: str = "random"
+    test_fraction: float = 0.2
+    seed: int = 42
+    synthetic_users: int = 2_000
+    synthetic_items: int = 500
+    synthetic_interactions_per_user: int = 40
+    synthetic_seed: int = 7
+
+
+@dataclass
+class FitConfig:
+    """Optimiser settings every model has."""
+
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 0.01
+    optimizer: str = "adam"
+
+
+@dataclass
+class RetrievalConfig(FitConfig):
+    """Two-tower retrieval model (TFRS `Retrieval` task, in-batch softmax)."""
+
+    epochs: int = 16
+    batch_size: int = 2048
+    learning_rate: float = 0.01
+    embedding_dim: int = 64
+    # Dense layers on top of each tower's concatenated features; the last size
+    # is the dimension of the query and candidate embeddings.
+    tower_layers: tuple[int, ...] = (64,)
+    use_user_features: bool = True
+    use_time: bool = True
+    use_title: bool = True
+    use_genres: bool = True
+    temperature: float = 0.1
+    # logQ correction with each item's training frequency (TFRS
+    # `candidate_sampling_probability`); keeps popularity in the scores.
+    sampling_correction: bool = True
+    l2: float = 0.0
+
+
+@dataclass
+class RankingConfig(FitConfig):
+    """Rating regression on user and item features."""
+
+    epochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    embedding_dim: int = 32
+    hidden_layers: tuple[int, ...] = (64, 32)
+    l2: float = 1e-4
+
+
+@dataclass
+class DlrmConfig(FitConfig):
+    """DLRM (dot interaction) or DCN (cross layers) rating model."""
+
+    epochs: int = 6
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    embedding_dim: int = 16
+    bottom_layers: tuple[int, ...] = (32, 16)
+    top_layers: tuple[int, ...] = (64, 32)
+    cross_layers: int = 2
+    l2: float = 1e-4
+
+
+@dataclass
+class MultitaskConfig(FitConfig):
+    """Shared towers trained on a weighted sum of retrieval and rating losses."""
+
+    epochs: int = 10
+    batch_size: int = 2048
+    retrieval_weight: float = 1.0
+    rating_weight: float = 1.0
+    rating_layers: tuple[int, ...] = (64, 32)
+
+
+@dataclass
+class TrainingConfig:
+    """What to train, where, and where the bundle goes."""
+
+    models: tuple[str, ...] = ("retrieval", "ranking", "dlrm")
+    strategy: str = "default"
+    tpu: str = ""
+    # Splits the host CPU into this many logical devices (0: leave it alone),
+    # so that `mirrored` can be exercised without GPUs.
+    cpu_devices: int = 0
+    output_dir: str = "runs"
+    seed: int = 1
+    eval_ks: tuple[int, ...] = (10, 100)
+    index_k: int = 100
+    verbose: int = 2
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole tree; one experiment is one of these."""
+
+    name: str = "ml100k"
+    data: DataConfig = field(default_factory=DataConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    dlrm: DlrmConfig = field(default_factory=DlrmConfig)
+    dcn: DlrmConfig = field(default_factory=DlrmConfig)
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def validate(self) -> ExperimentConfig:
+        """Raises `ValueError` naming the first bad value; returns self."""
+        _check_choice("data.source", self.data.source, DATA_SOURCES)
+        _check_choice("data.split", self.data.split, SPLITS)
+        _check_choice("training.strategy", self.training.strategy, STRATEGIES)
+        for model in self.training.models:
+            _check_choice("training.models", model, MODEL_NAMES)
+        if not self.training.models:
+            raise ValueError("training.models is empty: name at least one of " + ", ".join(MODEL_NAMES))
+        if not 0.0 < self.data.test_fraction < 1.0:
+            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.data.test_fraction}")
+        for name in ("retrieval", "ranking", "dlrm", "dcn", "multitask"):
+            fit: FitConfig = getattr(self, name)
+            if fit.epochs < 1 or fit.batch_size < 1 or fit.learning_rate <= 0:
+                raise ValueError(f"{name}: epochs, batch_size and learning_rate must be positive, got {fit}")
+            _check_choice(f"{name}.optimizer", fit.optimizer, ("adam", "adagrad", "sgd"))
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not one of: {', '.join(choices)}")
+
+
+def _smoke() -> ExperimentConfig:
+    """Tiny synthetic run: seconds, for tests and a first look."""
+    config = ExperimentConfig(name="smoke")
+    config.data = DataConfig(
+        source="synthetic", synthetic_users=300, synthetic_items=120, synthetic_interactions_per_user=20
+    )
+    for fit in (config.retrieval, config.ranking, config.dlrm, config.dcn, config.multitask):
+        fit.epochs = 2
+        fit.batch_size = 256
+    config.retrieval.embedding_dim = 16
+    config.retrieval.tower_layers = (16,)
+    config.ranking.embedding_dim = 8
+    config.ranking.hidden_layers = (16,)
+    config.dlrm.embedding_dim = config.dcn.embedding_dim = 8
+    config.dlrm.bottom_layers = config.dcn.bottom_layers = (16, 8)
+    config.dlrm.top_layers = config.dcn.top_layers = (16,)
+    config.multitask.rating_layers = (16,)
+    config.training.eval_ks = (10, 50)
+    config.training.index_k = 50
+    return config
+
+
+def _ml1m() -> ExperimentConfig:
+    config = ExperimentConfig(name="ml1m")
+    config.data.path = "../shared/data/ml-1m"
+    config.data.tfds_name = "movielens/1m-ratings"
+    for fit in (config.retrieval, config.ranking, config.dlrm, config.dcn, config.multitask):
+        fit.batch_size *= 4
+    return config
+
+
+def _tfds_100k() -> ExperimentConfig:
+    config = ExperimentConfig(name="tfds_100k")
+    config.data.source = "tfds"
+    return config
+
+
+def _synthetic() -> ExperimentConfig:
+    config = ExperimentConfig(name="synthetic")
+    config.data = DataConfig(source="synthetic", synthetic_users=20_000, synthetic_items=5_000)
+    return config
+
+
+EXPERIMENTS: dict[str, typing.Callable[[], ExperimentConfig]] = {
+    "ml100k": ExperimentConfig,
+    "ml1m": _ml1m,
+    "tfds_100k": _tfds_100k,
+    "synthetic": _synthetic,
+    "smoke": _smoke,
+}
+
+
+def experiment(name: str) -> ExperimentConfig:
+    """Returns a fresh config of the named experiment."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]()
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Applies `section.key=value` strings, e.g. `retrieval.epochs=3`, in place."""
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not of the form section.key=value")
+        *parents, key = path.strip().split(".")
+        node = config
+        for part in parents:
+            if not dataclasses.is_dataclass(getattr(node, part, None)):
+                raise ValueError(f"override {item!r}: {part!r} is not a config section")
+            node = getattr(node, part)
+        hints = typing.get_type_hints(type(node))
+        if key not in hints or dataclasses.is_dataclass(getattr(node, key)):
+            known = ", ".join(f.name for f in dataclasses.fields(node))
+            raise ValueError(f"override {item!r}: unknown key {key!r}; known keys: {known}")
+        setattr(node, key, _parse(raw.strip(), hints[key], item))
+    return config
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+    """Rebuilds a config saved with `to_dict` (e.g. from a bundle manifest)."""
+    config = ExperimentConfig()
+    for section in dataclasses.fields(config):
+        value = data.get(section.name)
+        if dataclasses.is_dataclass(getattr(config, section.name)) and isinstance(value, dict):
+            node = getattr(config, section.name)
+            for key, raw in value.items():
+                setattr(node, key, tuple(raw) if isinstance(raw, list) else raw)
+        elif value is not None:
+            setattr(config, section.name, value)
+    return config
+
+
+def _parse(raw: str, kind: typing.Any, item: str) -> typing.Any:
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if typing.get_origin(kind) is tuple:
+            element = typing.get_args(kind)[0]
+            return tuple(element(part) for part in raw.split(",") if part.strip())
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"override {item!r}: {raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None

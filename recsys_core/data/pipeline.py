@@ -1,0 +1,65 @@
+"""tf.data input pipelines, built per replica."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import tensorflow as tf
+
+from recsys_core.data.tables import InteractionData
+from recsys_core.features.schema import ITEM_FEATURES, LABEL, QUERY_FEATURES, feature_arrays
+from recsys_core.models.retrieval import CANDIDATE_PROBABILITY
+
+EXAMPLE_FEATURES = QUERY_FEATURES + ITEM_FEATURES + (LABEL,)
+
+
+def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, np.ndarray]:
+    """Model inputs for every rating of `split`, plus each movie's training frequency.
+
+    `candidate_probability` is the share of training ratings that name the movie
+    (the in-batch sampling probability for logQ correction); movies absent from
+    training get the probability of one rating.
+    """
+    arrays = feature_arrays(split.examples, EXAMPLE_FEATURES)
+    counts = pc.value_counts(train.ratings["movie_id"])
+    known = counts.field("values")
+    frequency = counts.field("counts").to_numpy()
+    rows = pc.index_in(split.ratings["movie_id"], value_set=known).to_numpy(zero_copy_only=False)
+    rows = np.nan_to_num(rows.astype(np.float64), nan=-1).astype(np.int64)
+    per_example = np.where(rows >= 0, frequency[np.maximum(rows, 0)], 1)
+    arrays[CANDIDATE_PROBABILITY] = (per_example / train.ratings.num_rows).astype(np.float32)
+    return arrays
+
+
+def make_dataset(
+    arrays: dict[str, np.ndarray],
+    global_batch_size: int,
+    shuffle_seed: int | None,
+    input_context: tf.distribute.InputContext | None = None,
+) -> tf.data.Dataset:
+    """A repeated, batched dataset of feature dicts for one input pipeline.
+
+    Args:
+        arrays: name -> `[rows, ...]` numpy arrays.
+        global_batch_size: batch size summed over replicas.
+        shuffle_seed: shuffles every epoch with this seed; None keeps the order.
+        input_context: from `distribute_datasets_from_function`; shards the rows
+            between input pipelines and sizes batches per replica.
+    """
+    num_rows = len(next(iter(arrays.values())))
+    tensors = {name: tf.constant(values) for name, values in arrays.items()}
+    rows = tf.data.Dataset.range(num_rows)
+    batch_size = global_batch_size
+    if input_context is not None:
+        rows = rows.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+        batch_size = input_context.get_per_replica_batch_size(global_batch_size)
+    if shuffle_seed is not None:
+        rows = rows.shuffle(num_rows, seed=shuffle_seed, reshuffle_each_iteration=True)
+    # Gather whole batches of rows: far cheaper than slicing the arrays row by row.
+    batches = rows.repeat().batch(batch_size, drop_remainder=True)
+    gather = lambda indices: {name: tf.gather(values, indices) for name, values in tensors.items()}  # noqa: E731
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:
+    return max(1, num_rows // global_batch_size)

@@ -1,0 +1,53 @@
+"""Train/test splits of the ratings table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from recsys_core.data.tables import InteractionData
+
+
+def random_split(data: InteractionData, test_fraction: float, seed: int) -> tuple[InteractionData, InteractionData]:
+    """Seeded random split, identical to the TFRS tutorials' for seed 42.
+
+    The tutorials run `tf.random.set_seed(seed)`, `shuffle(n, seed=seed,
+    reshuffle_each_iteration=False)`, then take the first 80 % for training;
+    the same permutation is computed here with `tf.data`, without touching the
+    caller's global seed.
+    """
+    order = _tf_shuffle_permutation(data.ratings.num_rows, seed)
+    num_train = round(data.ratings.num_rows * (1.0 - test_fraction))
+    return _take(data, order[:num_train]), _take(data, order[num_train:])
+
+
+def temporal_split(data: InteractionData, test_fraction: float) -> tuple[InteractionData, InteractionData]:
+    """Global temporal split: the last `test_fraction` of ratings by time are the test set."""
+    order = np.argsort(data.ratings["timestamp"].to_numpy(), kind="stable")
+    num_train = round(data.ratings.num_rows * (1.0 - test_fraction))
+    return _take(data, np.sort(order[:num_train])), _take(data, np.sort(order[num_train:]))
+
+
+def split(data: InteractionData, kind: str, test_fraction: float, seed: int) -> tuple[InteractionData, InteractionData]:
+    """Dispatches on `kind` (`random` or `temporal`)."""
+    if kind == "random":
+        return random_split(data, test_fraction, seed)
+    if kind == "temporal":
+        return temporal_split(data, test_fraction)
+    raise ValueError(f"unknown split {kind!r}; use random or temporal")
+
+
+def _take(data: InteractionData, rows: np.ndarray) -> InteractionData:
+    return data.with_ratings(data.ratings.take(pa.array(rows)))
+
+
+def _tf_shuffle_permutation(num_rows: int, seed: int) -> np.ndarray:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.random.set_seed(seed)  # graph-level seed: leaves the eager global seed alone
+        dataset = tf.data.Dataset.range(num_rows).shuffle(num_rows, seed=seed, reshuffle_each_iteration=False)
+        batch = dataset.batch(num_rows).get_single_element()
+    with tf.compat.v1.Session(graph=graph) as session:
+        return session.run(batch)

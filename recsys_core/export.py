@@ -1,0 +1,163 @@
+"""Model bundles: SavedModels with named signatures over raw feature dicts, plus a manifest.
+
+A bundle is one directory per training run:
+
+    <version>/saved_model/    signatures below; load with tf.saved_model.load alone
+    <version>/manifest.json   version, creation time, config, feature schema,
+                              vocabulary sizes, metrics, library versions
+    <version>/metrics.json, config.json, vocabulary.json, plots/, tensorboard/, checkpoints/
+
+Signatures (inputs are `[batch]` tensors named as the features; `movie_genres`
+is `[batch, max_genres]` padded with -1):
+
+    query_embedding(user + context features)     -> {"embedding": [batch, dim]}
+    candidate_embedding(item features)           -> {"embedding": [batch, dim]}
+    retrieve(user + context features)            -> {"scores": [batch, k], "movie_ids": [batch, k]}
+    ranking / dlrm / dcn / multitask(user + context + item features) -> {"rating": [batch]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, tensor_specs
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SAVED_MODEL = "saved_model"
+LATEST = "LATEST"
+RATING_SIGNATURES = ("ranking", "dlrm", "dcn", "multitask")
+_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "apache-beam", "pyarrow", "numpy")
+
+
+class BundleError(ValueError):
+    """A bundle directory is missing, incomplete or incompatible; the message says which file."""
+
+
+def new_version() -> str:
+    """A sortable bundle version from the current UTC time, e.g. `20261123T172500Z`."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def build_signatures(
+    models: dict[str, tfrs.Model], item_embeddings: np.ndarray | None, item_ids: np.ndarray | None, k: int
+) -> tuple[tf.Module, dict]:
+    """A module tracking the models, and its serving signatures."""
+    module = tf.Module()
+    module.models = dict(models)
+    signatures = {}
+    towers = models.get("retrieval") or models.get("multitask")
+    if towers is not None:
+        query_tower, candidate_tower = towers.query_tower, towers.candidate_tower
+        module.index = tfrs.layers.factorized_top_k.BruteForce(query_model=query_tower, k=k)
+        module.index.index(tf.constant(item_embeddings), identifiers=tf.constant(item_ids.astype(object)))
+
+        @tf.function(input_signature=[tensor_specs(QUERY_FEATURES)])
+        def query_embedding(features):
+            return {"embedding": query_tower(features)}
+
+        @tf.function(input_signature=[tensor_specs(ITEM_FEATURES)])
+        def candidate_embedding(features):
+            return {"embedding": candidate_tower(features)}
+
+        @tf.function(input_signature=[tensor_specs(QUERY_FEATURES)])
+        def retrieve(features):
+            scores, ids = module.index(features)
+            return {"scores": scores, "movie_ids": ids}
+
+        signatures.update(query_embedding=query_embedding, candidate_embedding=candidate_embedding, retrieve=retrieve)
+    for name in RATING_SIGNATURES:
+        if name in models:
+            signatures[name] = _rating_signature(models[name])
+    return module, signatures
+
+
+def _rating_signature(model: tfrs.Model):
+    @tf.function(input_signature=[tensor_specs(QUERY_FEATURES + ITEM_FEATURES)])
+    def rating(features):
+        return {"rating": model(features)}
+
+    return rating
+
+
+def save_bundle(directory: str, module: tf.Module, signatures: dict, manifest: dict) -> None:
+    """Writes the SavedModel and the manifest (with signature specs and library versions) into `directory`."""
+    tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        **manifest,
+        "signatures": {name: _describe(fn) for name, fn in signatures.items()},
+        "library_versions": {lib: _version(lib) for lib in _LIBRARIES},
+    }
+    write_json(os.path.join(directory, MANIFEST), manifest)
+
+
+def _describe(fn) -> dict:
+    concrete = fn.get_concrete_function()
+    inputs = concrete.structured_input_signature[0][0]
+    outputs = concrete.structured_outputs
+    return {
+        "inputs": {name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for name, spec in inputs.items()},
+        "outputs": {name: {"dtype": t.dtype.name, "shape": t.shape.as_list()} for name, t in outputs.items()},
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def write_json(path: str, value) -> None:
+    """Writes JSON atomically: a reader sees the old file or the whole new one."""
+    partial = path + ".partial"
+    with open(partial, "w") as handle:
+        json.dump(value, handle, indent=2, sort_keys=True, default=str)
+    os.replace(partial, path)
+
+
+def resolve_bundle(path: str) -> str:
+    """The bundle directory `path` names: itself, or the one its `LATEST` file points at."""
+    if os.path.isfile(os.path.join(path, LATEST)):
+        with open(os.path.join(path, LATEST)) as handle:
+            path = os.path.join(path, handle.read().strip())
+    if not os.path.isdir(path):
+        raise BundleError(f"model bundle {path} does not exist; train one with `python train.py` first")
+    return path
+
+
+def read_manifest(path: str) -> dict:
+    """Reads and checks a bundle's manifest; raises `BundleError` naming what is wrong."""
+    bundle = resolve_bundle(path)
+    manifest_path = os.path.join(bundle, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise BundleError(f"{bundle} is not a complete model bundle: {MANIFEST} is missing; retrain or pick another")
+    try:
+        with open(manifest_path) as handle:
+            manifest = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{manifest_path} is not valid JSON ({error}); the bundle is damaged") from error
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path} has bundle format {manifest.get('format_version')!r}; this code reads format "
+            f"{FORMAT_VERSION}. Retrain with this version or use a matching release"
+        )
+    if not os.path.isfile(os.path.join(bundle, SAVED_MODEL, "saved_model.pb")):
+        raise BundleError(f"{bundle}/{SAVED_MODEL}/saved_model.pb is missing; the bundle is incomplete")
+    manifest["path"] = bundle
+    return manifest
+
+
+def load_bundle(path: str):
+    """`(manifest, loaded SavedModel)` of a checked bundle."""
+    manifest = read_manifest(path)
+    return manifest, tf.saved_model.load(os.path.join(manifest["path"], SAVED_MODEL))

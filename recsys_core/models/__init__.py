@@ -1,0 +1,1 @@
+"""TFRS models; `builders.build_model` turns config into one."""

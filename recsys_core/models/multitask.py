@@ -1,0 +1,53 @@
+"""Multitask model: shared towers trained on retrieval and rating losses."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_core.features.schema import LABEL
+from recsys_core.models.retrieval import CANDIDATE_PROBABILITY, candidate_keys
+
+
+class MultitaskModel(tfrs.Model):
+    """loss = retrieval_weight * retrieval loss + rating_weight * rating loss.
+
+    The rating head reads the concatenated query and candidate embeddings.
+    """
+
+    def __init__(
+        self,
+        query_tower: tf.keras.Model,
+        candidate_tower: tf.keras.Model,
+        rating_head: tf.keras.Model,
+        retrieval_task: tfrs.tasks.Retrieval,
+        rating_task: tfrs.tasks.Ranking,
+        retrieval_weight: float,
+        rating_weight: float,
+    ) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.rating_head = rating_head
+        self.retrieval_task = retrieval_task
+        self.rating_task = rating_task
+        self._retrieval_weight = retrieval_weight
+        self._rating_weight = rating_weight
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Predicted ratings, `[batch]`."""
+        query, candidate = self.query_tower(features), self.candidate_tower(features)
+        return tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query, candidate = self.query_tower(features), self.candidate_tower(features)
+        ratings = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
+        retrieval_loss = self.retrieval_task(
+            query,
+            candidate,
+            candidate_sampling_probability=features[CANDIDATE_PROBABILITY],
+            candidate_ids=candidate_keys(features["movie_id"]),
+            compute_metrics=False,
+        )
+        rating_loss = self.rating_task(labels=features[LABEL], predictions=ratings)
+        return self._retrieval_weight * retrieval_loss + self._rating_weight * rating_loss

@@ -1,0 +1,84 @@
+"""Rating regression: the ranking model, and the wrapper shared with DLRM and DCN."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from recsys_core.features.encoders import string_lookup
+from recsys_core.features.schema import LABEL
+
+
+class RatingModel(tfrs.Model):
+    """Any rating scorer (features -> `[batch]` ratings) trained with MSE, reporting RMSE."""
+
+    def __init__(self, scorer: tf.keras.Model, task: tfrs.tasks.Ranking) -> None:
+        super().__init__()
+        self.scorer = scorer
+        self.task = task
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.scorer(features)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.task(labels=features[LABEL], predictions=self(features))
+
+
+def rating_task() -> tfrs.tasks.Ranking:
+    return tfrs.tasks.Ranking(
+        loss=tf.keras.losses.MeanSquaredError(),
+        metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")],
+    )
+
+
+class RankingScorer(tf.keras.Model):
+    """Biased factor model with an MLP over user and item features.
+
+    rating = mean + b_user + b_item + MLP([user, item, user * item]), `[batch]`.
+    """
+
+    def __init__(
+        self,
+        query_encoder: tf.keras.layers.Layer,
+        item_encoder: tf.keras.layers.Layer,
+        user_bias: tf.keras.layers.Layer,
+        item_bias: tf.keras.layers.Layer,
+        projection_dim: int,
+        hidden_layers: tuple[int, ...],
+        rating_mean: float,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.query_encoder = query_encoder
+        self.item_encoder = item_encoder
+        self.user_bias = user_bias
+        self.item_bias = item_bias
+        self.user_projection = tf.keras.layers.Dense(projection_dim)
+        self.item_projection = tf.keras.layers.Dense(projection_dim)
+        self.mlp = tf.keras.Sequential(
+            [tf.keras.layers.Dense(units, activation="relu") for units in hidden_layers]
+            + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(rating_mean))]
+        )
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        user = self.user_projection(self.query_encoder(features))
+        item = self.item_projection(self.item_encoder(features))
+        interaction = self.mlp(tf.concat([user, item, user * item], axis=1))
+        bias = self.user_bias(features) + self.item_bias(features)
+        return tf.squeeze(interaction + bias, axis=1)
+
+
+class IdBias(tf.keras.layers.Layer):
+    """A learned scalar per id (OOV ids share one): `[batch]` strings -> `[batch, 1]`."""
+
+    def __init__(self, feature: str, vocabulary: list[str], l2: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._feature = feature
+        self.lookup = string_lookup(vocabulary)
+        regularizer = tf.keras.regularizers.l2(l2) if l2 else None
+        self.bias = tf.keras.layers.Embedding(
+            len(vocabulary) + 1, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer
+        )
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        return self.bias(self.lookup(features[self._feature]))

@@ -1,0 +1,61 @@
+"""Two-tower retrieval model."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+CANDIDATE_PROBABILITY = "candidate_probability"
+
+
+def candidate_keys(movie_ids: tf.Tensor) -> tf.Tensor:
+    """int64 keys of `[batch]` movie ids; comparing these instead of strings keeps
+    accidental-hit removal (a `[batch, batch]` comparison) cheap."""
+    return tf.strings.to_hash_bucket_fast(movie_ids, 2**62)
+
+
+class Tower(tf.keras.Model):
+    """Feature encoder followed by dense layers: features -> `[batch, layer_sizes[-1]]`."""
+
+    def __init__(self, encoder: tf.keras.layers.Layer, layer_sizes: tuple[int, ...], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.dense = tfrs.layers.blocks.MLP(list(layer_sizes)) if layer_sizes else None
+
+    def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        encoded = self.encoder(features)
+        return self.dense(encoded) if self.dense is not None else encoded
+
+
+class RetrievalModel(tfrs.Model):
+    """Query and candidate towers trained with in-batch softmax (`tfrs.tasks.Retrieval`).
+
+    Factorized top-K metrics are not computed here: they cost a pass over all
+    candidates per batch, so `evaluation.py` computes them once after training.
+    """
+
+    def __init__(
+        self,
+        query_tower: tf.keras.Model,
+        candidate_tower: tf.keras.Model,
+        task: tfrs.tasks.Retrieval,
+        sampling_correction: bool,
+    ) -> None:
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.task = task
+        self._sampling_correction = sampling_correction
+
+    def call(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        return self.query_tower(features), self.candidate_tower(features)
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query, candidate = self(features)
+        return self.task(
+            query,
+            candidate,
+            candidate_sampling_probability=features[CANDIDATE_PROBABILITY] if self._sampling_correction else None,
+            candidate_ids=candidate_keys(features["movie_id"]),
+            compute_metrics=False,
+        )

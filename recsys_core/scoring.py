@@ -1,0 +1,78 @@
+"""Beam-free scoring kernels: exact top-K with seen items excluded, re-ranking, fallbacks.
+
+Used by offline evaluation and by the batch job, so that both rank the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+NEG_INF = -np.inf
+
+
+def exclusion_mask(seen: list[np.ndarray], num_items: int) -> np.ndarray:
+    """`[len(seen), num_items]` bool, true where the item index is in that row's `seen`."""
+    mask = np.zeros((len(seen), num_items), dtype=bool)
+    rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
+    mask[rows, np.concatenate(seen).astype(np.int64) if seen else []] = True
+    return mask
+
+
+@tf.function(reduce_retracing=True)
+def _masked_top_k(queries: tf.Tensor, items: tf.Tensor, mask: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    scores = tf.matmul(queries, items, transpose_b=True)
+    scores = tf.where(mask, tf.constant(NEG_INF, scores.dtype), scores)
+    return tf.math.top_k(scores, k=k)
+
+
+def top_k_unseen(
+    queries: np.ndarray, items: np.ndarray, seen: list[np.ndarray], k: int, block_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k items by dot product, skipping each query's seen items.
+
+    Args:
+        queries: `[num_queries, dim]` float32 query embeddings.
+        items: `[num_items, dim]` float32 item embeddings.
+        seen: per query, the item indices to exclude.
+        k: how many to return; at most `num_items`.
+        block_size: queries scored per matmul.
+
+    Returns:
+        scores `[num_queries, k]` (descending; -inf where a query has fewer than k
+        unseen items) and item indices `[num_queries, k]` (-1 there).
+    """
+    k = min(k, items.shape[0])
+    all_scores, all_indices = [], []
+    items_tensor = tf.constant(items, tf.float32)
+    for start in range(0, queries.shape[0], block_size):
+        block = slice(start, start + block_size)
+        mask = exclusion_mask(seen[block], items.shape[0])
+        scores, indices = _masked_top_k(tf.constant(queries[block], tf.float32), items_tensor, tf.constant(mask), k)
+        all_scores.append(scores.numpy())
+        all_indices.append(indices.numpy())
+    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)
+    indices = np.concatenate(all_indices) if all_indices else np.zeros((0, k), np.int64)
+    return scores, np.where(np.isneginf(scores), -1, indices).astype(np.int64)
+
+
+def rerank(candidate_indices: np.ndarray, ranking_scores: np.ndarray, retrieval_scores: np.ndarray, final_k: int):
+    """Orders each row's candidates by ranking score, then retrieval score, then item index.
+
+    Args:
+        candidate_indices: `[rows, k]` item indices, -1 for empty slots.
+        ranking_scores, retrieval_scores: `[rows, k]` scores of those candidates.
+        final_k: how many to keep per row.
+
+    Returns:
+        `[rows, final_k]` positions into the candidate axis, best first; empty
+        slots sort last.
+    """
+    valid = candidate_indices >= 0
+    keys = (
+        candidate_indices,
+        -np.where(valid, retrieval_scores, NEG_INF),
+        -np.where(valid, ranking_scores, NEG_INF),
+    )
+    order = np.lexsort(keys, axis=-1)
+    return order[:, :final_k]

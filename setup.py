@@ -1,0 +1,32 @@
+"""Package of the nightly batch recommendation job.
+
+`pip install -e ".[dev]"` for development; Dataflow workers install it from
+`--setup_file ./setup.py` (the sdist carries `recsys_core` and `jobs`).
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="recsys-nightly",
+    version="0.1.0",
+    description="Nightly batch recommendations: TFRS two-tower retrieval, ranking and DLRM, scored with Apache Beam",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["recsys_core", "recsys_core.*", "jobs", "jobs.*"]),
+    py_modules=["train"],
+    install_requires=[
+        # Verified together (GUIDE §3): ScaNN 1.4.2's ops are built for TF 2.20.
+        "tensorflow==2.20.0",
+        "tf-keras==2.20.1",
+        "tensorflow-recommenders==0.7.7",
+        "tensorflow-datasets==4.9.10",
+        "apache-beam==2.77.0",
+        "pyarrow>=16,<26",
+        "numpy>=1.26,<3",
+        "pandas>=2.2",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "scann": ["scann[tf]==1.4.2"],
+        "dev": ["pytest>=8", "ruff>=0.6"],
+    },
+)

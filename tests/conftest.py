@@ -1,0 +1,48 @@
+"""Shared fixtures: the real MovieLens-100K files beside the repository, tiny trained models."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+import recsys_core  # noqa: F401  (Keras 2 before TensorFlow)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ML100K = os.path.join(REPO, "..", "shared", "data", "ml-100k")
+SPLITS = os.path.join(REPO, "..", "shared", "data", "ml-100k-splits")
+
+
+@pytest.fixture(scope="session")
+def ml100k_path() -> str:
+    if not os.path.isfile(os.path.join(ML100K, "u.data")):
+        pytest.fail(f"the MovieLens-100K files are expected at {ML100K} (../shared/data/ml-100k)")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def ml100k(ml100k_path):
+    from recsys_core.data.grouplens import read_grouplens
+
+    return read_grouplens(ml100k_path)
+
+
+@pytest.fixture(scope="session")
+def ml100k_split(ml100k):
+    from recsys_core.data.splits import random_split
+
+    return random_split(ml100k, 0.2, 42)
+
+
+@pytest.fixture(scope="session")
+def tiny_data():
+    from recsys_core.data.synthetic import synthetic_interactions
+
+    return synthetic_interactions(num_users=200, num_items=80, interactions_per_user=15, seed=3)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
