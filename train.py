@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, StrategyError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
+    if bundle is None:
+        print("non-chief worker done; the chief worker wrote the bundle")
+        return 0
     with open(f"{bundle}/metrics.json") as handle:
         print(json.dumps(json.load(handle), indent=2))
     print(f"bundle: {bundle}")

@@ -48,18 +48,18 @@ class FitConfig:
 class RetrievalConfig(FitConfig):
     """Two-tower retrieval model (TFRS `Retrieval` task, in-batch softmax)."""
 
-    epochs: int = 16
+    epochs: int = 6
     batch_size: int = 2048
-    learning_rate: float = 0.01
-    embedding_dim: int = 64
+    learning_rate: float = 0.005
+    embedding_dim: int = 32
     # Dense layers on top of each tower's concatenated features; the last size
     # is the dimension of the query and candidate embeddings.
-    tower_layers: tuple[int, ...] = (64,)
+    tower_layers: tuple[int, ...] = (32,)
     use_user_features: bool = True
     use_time: bool = True
     use_title: bool = True
     use_genres: bool = True
-    temperature: float = 0.1
+    temperature: float = 0.2
     # logQ correction with each item's training frequency (TFRS
     # `candidate_sampling_probability`); keeps popularity in the scores.
     sampling_correction: bool = True
@@ -82,7 +82,7 @@ class RankingConfig(FitConfig):
 class DlrmConfig(FitConfig):
     """DLRM (dot interaction) or DCN (cross layers) rating model."""
 
-    epochs: int = 6
+    epochs: int = 3
     batch_size: int = 1024
     learning_rate: float = 0.003
     embedding_dim: int = 16
@@ -142,6 +142,8 @@ class ExperimentConfig:
             _check_choice("training.models", model, MODEL_NAMES)
         if not self.training.models:
             raise ValueError("training.models is empty: name at least one of " + ", ".join(MODEL_NAMES))
+        if not self.retrieval.tower_layers:
+            raise ValueError("retrieval.tower_layers is empty: the towers need at least one layer (the embedding size)")
         if not 0.0 < self.data.test_fraction < 1.0:
             raise ValueError(f"data.test_fraction must be in (0, 1), got {self.data.test_fraction}")
         for name in ("retrieval", "ranking", "dlrm", "dcn", "multitask"):

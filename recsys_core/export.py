@@ -117,12 +117,16 @@ def _version(package: str) -> str | None:
         return None
 
 
-def write_json(path: str, value) -> None:
-    """Writes JSON atomically: a reader sees the old file or the whole new one."""
+def write_text(path: str, text: str) -> None:
+    """Writes a file atomically: a reader sees the old file or the whole new one."""
     partial = path + ".partial"
     with open(partial, "w") as handle:
-        json.dump(value, handle, indent=2, sort_keys=True, default=str)
+        handle.write(text)
     os.replace(partial, path)
+
+
+def write_json(path: str, value) -> None:
+    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def resolve_bundle(path: str) -> str:

@@ -11,7 +11,10 @@ import numpy as np  # noqa: E402
 
 def plot_history(name: str, history: dict[str, list[float]], path: str) -> None:
     """One panel per metric (loss, rmse, ...), training and validation curves by epoch."""
-    metrics = [m for m in history if not m.startswith("val_") and m not in ("regularization_loss", "total_loss")]
+    # Keras's `loss` entries are last-batch values; the tasks' `*_loss` means are plotted instead.
+    metrics = [
+        m for m in history if not m.startswith("val_") and m not in ("loss", "regularization_loss", "total_loss")
+    ]
     figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.5), squeeze=False)
     for axis, metric in zip(axes[0], metrics, strict=True):
         epochs = np.arange(1, len(history[metric]) + 1)

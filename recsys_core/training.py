@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import time
 
@@ -35,8 +36,13 @@ class TrainedModel:
     metrics: dict[str, float]
 
 
-def run_experiment(config: ExperimentConfig) -> str:
-    """Trains, evaluates and exports; returns the bundle directory (a scratch one on non-chief workers)."""
+def run_experiment(config: ExperimentConfig) -> str | None:
+    """Trains, evaluates and exports; returns the bundle directory, or None on non-chief workers.
+
+    The bundle is assembled in a hidden staging directory and renamed into place
+    when complete, then `LATEST` is updated: readers never see a partial bundle.
+    Non-chief workers take part in every collective step but write to scratch.
+    """
     config.validate()
     if config.training.cpu_devices:
         split_cpu(config.training.cpu_devices)
@@ -63,58 +69,58 @@ def run_experiment(config: ExperimentConfig) -> str:
     version = export.new_version()
     root = os.path.abspath(config.training.output_dir)
     staging = os.path.join(root, f".{version}.incomplete") if chief else tempfile.mkdtemp(prefix="recsys-worker-")
-    os.makedirs(os.path.join(staging, "plots"), exist_ok=True)
-
-    trained = {}
-    for name in config.training.models:
-        trained[name] = fit_and_evaluate(name, config, vocab, strategy, train, test, train_arrays, test_arrays, staging)
-        log.info("%s: %s", name, trained[name].metrics)
-        plots.plot_history(name, trained[name].history, os.path.join(staging, "plots", f"{name}_training.png"))
-    for name in ("dlrm", "dcn"):
-        if name in trained:
-            batch = {k: tf.constant(v[:4096]) for k, v in test_arrays.items()}
-            matrix = trained[name].model.scorer.interaction_matrix(batch).numpy()
-            plots.plot_interactions(
-                matrix,
-                INTERACTION_INPUTS,
-                os.path.join(staging, "plots", f"{name}_interactions.png"),
-                f"{name}: mean |<e_i, e_j>|",
-            )
-
-    metrics = {name: result.metrics for name, result in trained.items()}
-    item_embeddings, item_ids = _item_index(trained, train)
-    module, signatures = export.build_signatures(
-        {n: t.model for n, t in trained.items()}, item_embeddings, item_ids, config.training.index_k
-    )
-    export.write_json(os.path.join(staging, "metrics.json"), metrics)
-    export.write_json(os.path.join(staging, "config.json"), config.to_dict())
-    with open(os.path.join(staging, "vocabulary.json"), "w") as handle:
-        handle.write(vocab.to_json())
-    manifest = {
-        "bundle_version": version,
-        "models": list(trained),
-        "config": config.to_dict(),
-        "data_lineage": data.lineage,
-        "split": {
-            "kind": config.data.split,
-            "train_ratings": train.ratings.num_rows,
-            "test_ratings": test.ratings.num_rows,
-        },
-        "vocabulary_sizes": vocab.sizes(),
-        "feature_schema": _feature_schema(),
-        "metrics": metrics,
-        "index_k": config.training.index_k,
-        "num_replicas": strategy.num_replicas_in_sync,
-    }
-    export.save_bundle(staging, module, signatures, manifest)
+    try:
+        trained = {
+            name: fit_and_evaluate(name, config, vocab, strategy, train, test, train_arrays, test_arrays, staging)
+            for name in config.training.models
+        }
+        _write_plots(trained, test_arrays, os.path.join(staging, "plots"))
+        manifest = {
+            "bundle_version": version,
+            "models": list(trained),
+            "config": config.to_dict(),
+            "data_lineage": data.lineage,
+            "split": {"kind": config.data.split, "train": train.ratings.num_rows, "test": test.ratings.num_rows},
+            "vocabulary_sizes": vocab.sizes(),
+            "feature_schema": _feature_schema(),
+            "metrics": {name: result.metrics for name, result in trained.items()},
+            "index_k": config.training.index_k,
+            "num_replicas": strategy.num_replicas_in_sync,
+        }
+        _export(staging, trained, train, vocab, manifest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if not chief:
-        return staging
+        shutil.rmtree(staging, ignore_errors=True)
+        return None
     final = os.path.join(root, version)
     os.replace(staging, final)
-    with open(os.path.join(root, export.LATEST + ".partial"), "w") as handle:
-        handle.write(version)
-    os.replace(os.path.join(root, export.LATEST + ".partial"), os.path.join(root, export.LATEST))
+    export.write_text(os.path.join(root, export.LATEST), version)
     return final
+
+
+def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.ndarray], directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    for name, result in trained.items():
+        plots.plot_history(name, result.history, os.path.join(directory, f"{name}_training.png"))
+        if name in ("dlrm", "dcn"):
+            batch = {k: tf.constant(v[:4096]) for k, v in test_arrays.items()}
+            matrix = result.model.scorer.interaction_matrix(batch).numpy()
+            path = os.path.join(directory, f"{name}_interactions.png")
+            plots.plot_interactions(matrix, INTERACTION_INPUTS, path, f"{name}: mean |<e_i, e_j>|")
+
+
+def _export(
+    staging: str, trained: dict[str, TrainedModel], train: InteractionData, vocab: FeatureVocabulary, manifest: dict
+) -> None:
+    item_embeddings, item_ids = _item_index(trained, train)
+    models = {name: result.model for name, result in trained.items()}
+    module, signatures = export.build_signatures(models, item_embeddings, item_ids, manifest["index_k"])
+    export.write_json(os.path.join(staging, "metrics.json"), manifest["metrics"])
+    export.write_json(os.path.join(staging, "config.json"), manifest["config"])
+    export.write_text(os.path.join(staging, "vocabulary.json"), vocab.to_json())
+    export.save_bundle(staging, module, signatures, manifest)
 
 
 def fit_and_evaluate(

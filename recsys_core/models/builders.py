@@ -34,13 +34,13 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
             hidden_layers=cfg.hidden_layers,
             rating_mean=vocab.rating_mean,
         )
-        return RatingModel(scorer, rating_task())
+        return RatingModel(scorer, rating_task(cfg.batch_size))
     if name in ("dlrm", "dcn"):
         cfg = getattr(config, name)
         embeddings = DlrmEmbeddings(vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2)
         interaction = "dot" if name == "dlrm" else "cross"
         scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, cfg.cross_layers, vocab.rating_mean)
-        return RatingModel(scorer, rating_task())
+        return RatingModel(scorer, rating_task(cfg.batch_size))
     if name == "multitask":
         cfg = config.multitask
         query_tower, candidate_tower = build_towers(config.retrieval, vocab)
@@ -53,7 +53,7 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
             candidate_tower,
             head,
             retrieval_task(config.retrieval),
-            rating_task(),
+            rating_task(cfg.batch_size),
             cfg.retrieval_weight,
             cfg.rating_weight,
         )
@@ -68,7 +68,12 @@ def build_towers(cfg: RetrievalConfig, vocab: FeatureVocabulary) -> tuple[Tower,
 
 
 def retrieval_task(cfg: RetrievalConfig) -> tfrs.tasks.Retrieval:
-    return tfrs.tasks.Retrieval(temperature=cfg.temperature, remove_accidental_hits=True)
+    """In-batch softmax with accidental-hit removal; reports the epoch's mean loss."""
+    return tfrs.tasks.Retrieval(
+        temperature=cfg.temperature,
+        remove_accidental_hits=True,
+        loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
+    )
 
 
 def build_optimizer(cfg: FitConfig) -> tf.keras.optimizers.Optimizer:

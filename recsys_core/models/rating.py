@@ -24,11 +24,27 @@ class RatingModel(tfrs.Model):
         return self.task(labels=features[LABEL], predictions=self(features))
 
 
-def rating_task() -> tfrs.tasks.Ranking:
+def rating_task(global_batch_size: int) -> tfrs.tasks.Ranking:
+    """Mean squared error over the global batch, reporting RMSE."""
     return tfrs.tasks.Ranking(
-        loss=tf.keras.losses.MeanSquaredError(),
+        loss=GlobalBatchMeanSquaredError(global_batch_size),
         metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")],
     )
+
+
+class GlobalBatchMeanSquaredError(tf.keras.losses.Loss):
+    """Each replica's share of the global batch's mean squared error.
+
+    Replicas' gradients are summed, so dividing by the global batch size (not
+    the replica's) gives every strategy the gradient of the default one.
+    """
+
+    def __init__(self, global_batch_size: int) -> None:
+        super().__init__(reduction=tf.keras.losses.Reduction.SUM, name="global_batch_mse")
+        self._global_batch_size = global_batch_size
+
+    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        return tf.math.squared_difference(y_true, y_pred) / self._global_batch_size
 
 
 class RankingScorer(tf.keras.Model):

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from recsys_core.config import experiment
+from recsys_core.features.vocabulary import fit_vocabulary
+from recsys_core.models.builders import build_model
+from recsys_core.models.dlrm import INTERACTION_INPUTS
+
+
+@pytest.mark.parametrize("name", ["retrieval", "ranking", "dlrm", "dcn", "multitask"])
+def test_every_model_learns(tiny_trained, name):
+    history = tiny_trained[3][name].history
+    for loss in ("retrieval_loss", "rmse"):
+        if loss in history:
+            assert history[loss][-1] < history[loss][0]
+            assert np.isfinite(history[f"val_{loss}"]).all()
+
+
+@pytest.mark.parametrize("name", ["ranking", "dlrm", "dcn", "multitask"])
+def test_rating_models_beat_the_global_mean(tiny_trained, name):
+    metrics = tiny_trained[3][name].metrics
+    assert metrics["rmse"] < metrics["global_mean_rmse"]
+
+
+def test_retrieval_metrics_are_consistent(tiny_trained):
+    metrics = tiny_trained[3]["retrieval"].metrics
+    assert 0.0 <= metrics["factorized_top_10"] <= metrics["factorized_top_50"] <= 1.0
+    assert 0.0 < metrics["recall_at_10"] <= metrics["recall_at_50"] <= 1.0
+    assert metrics["popularity_recall_at_50"] > 0.0
+
+
+def test_dlrm_interaction_matrix_is_symmetric(tiny_trained):
+    _, _, (_, _, test_arrays), trained = tiny_trained
+    batch = {k: tf.constant(v[:64]) for k, v in test_arrays.items()}
+    matrix = trained["dlrm"].model.scorer.interaction_matrix(batch).numpy()
+    assert matrix.shape == (len(INTERACTION_INPUTS),) * 2
+    np.testing.assert_allclose(matrix, matrix.T, rtol=1e-5)
+
+
+def test_unknown_model_is_rejected(tiny_data):
+    with pytest.raises(ValueError, match="unknown model 'svd'"):
+        build_model("svd", experiment("smoke"), fit_vocabulary(tiny_data))
