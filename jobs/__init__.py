@@ -1,0 +1,1 @@
+"""Apache Beam jobs over model bundles; the logic they run lives in `recsys_core`."""

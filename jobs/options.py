@@ -1,0 +1,123 @@
+"""Command-line options of the batch job, validated before any pipeline is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import uuid
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from recsys_core.config import DATA_SOURCES, DataConfig
+from recsys_core.export import BundleError, read_manifest
+
+
+class RecommendOptions(PipelineOptions):
+    """`--bundle`, `--output`, `--run-date` and the job's knobs; other flags go to Beam."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--bundle", required=True, help="bundle directory, or a training output dir with LATEST")
+        parser.add_argument("--output", required=True, help="root of the output tables (local path or gs://)")
+        parser.add_argument("--run_date", "--run-date", dest="run_date", help="partition date YYYY-MM-DD (today)")
+        parser.add_argument("--data_source", "--data-source", dest="data_source", default=None, choices=DATA_SOURCES)
+        parser.add_argument("--data_path", "--data-path", dest="data_path", default=None)
+        parser.add_argument("--tfds_name", "--tfds-name", dest="tfds_name", default=None)
+        parser.add_argument("--top_k", "--top-k", dest="top_k", type=int, default=100, help="retrieval depth")
+        parser.add_argument("--final_k", "--final-k", dest="final_k", type=int, default=20, help="rows per user")
+        parser.add_argument("--reranker", default="ranking", help="ranking, dlrm, dcn, multitask or none")
+        parser.add_argument("--block_size", "--block-size", dest="block_size", type=int, default=1024)
+        parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """Checked options: everything the pipeline needs, nothing it must re-validate."""
+
+    bundle: str
+    manifest: dict
+    output: str
+    run_date: str
+    run_id: str
+    data: DataConfig
+    top_k: int
+    final_k: int
+    reranker: str
+    block_size: int
+    similar_k: int
+
+    @property
+    def timestamp(self) -> int:
+        """Query time of the run: midnight UTC of the run date, in seconds."""
+        day = datetime.date.fromisoformat(self.run_date)
+        return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
+
+
+def validate(options: RecommendOptions) -> JobSettings:
+    """Checks every option against the bundle and the file system; raises `ValueError` naming the bad value."""
+    args = options.view_as(RecommendOptions)
+    run_date = args.run_date or datetime.date.today().isoformat()
+    try:
+        datetime.date.fromisoformat(run_date)
+    except ValueError:
+        raise ValueError(f"--run-date {run_date!r} is not a date of the form YYYY-MM-DD") from None
+    for flag, value in (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.final_k > args.top_k:
+        raise ValueError(f"--final-k {args.final_k} exceeds --top-k {args.top_k}: re-ranking keeps a subset")
+    try:
+        manifest = read_manifest(args.bundle)
+    except BundleError as error:
+        raise ValueError(str(error)) from None
+    for needed in ("query_embedding", "candidate_embedding"):
+        if needed not in manifest["signatures"]:
+            raise ValueError(f"bundle {manifest['path']} has no {needed} signature: train it with the retrieval model")
+    rerankers = [name for name in ("ranking", "dlrm", "dcn", "multitask") if name in manifest["signatures"]]
+    if args.reranker != "none" and args.reranker not in rerankers:
+        raise ValueError(
+            f"--reranker {args.reranker!r} is not in bundle {manifest['path']}; it has: {rerankers + ['none']}"
+        )
+    data = dataclasses.replace(
+        _training_data(manifest),
+        **{
+            k: v
+            for k, v in (("source", args.data_source), ("path", args.data_path), ("tfds_name", args.tfds_name))
+            if v
+        },
+    )
+    _check_writable(args.output)
+    return JobSettings(
+        bundle=manifest["path"],
+        manifest=manifest,
+        output=args.output,
+        run_date=run_date,
+        run_id=f"{run_date}-{uuid.uuid4().hex[:8]}",
+        data=data,
+        top_k=args.top_k,
+        final_k=args.final_k,
+        reranker=args.reranker,
+        block_size=args.block_size,
+        similar_k=args.similar_k,
+    )
+
+
+def _training_data(manifest: dict) -> DataConfig:
+    """The data the bundle was trained on (path made absolute at training time): the job's default input."""
+    fields = {f.name for f in dataclasses.fields(DataConfig)}
+    data = DataConfig(**{k: v for k, v in manifest["config"]["data"].items() if k in fields})
+    return dataclasses.replace(data, path=manifest["data_lineage"].get("path", data.path))
+
+
+def _check_writable(output: str) -> None:
+    if "://" in output:
+        return  # remote file systems are checked by the runner when it stages files
+    try:
+        os.makedirs(output, exist_ok=True)
+        probe = os.path.join(output, f".write-probe-{uuid.uuid4().hex}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(f"--output {output} is not writable: {error.strerror}") from None
