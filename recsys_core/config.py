@@ -48,9 +48,9 @@ class FitConfig:
 class RetrievalConfig(FitConfig):
     """Two-tower retrieval model (TFRS `Retrieval` task, in-batch softmax)."""
 
-    epochs: int = 6
-    batch_size: int = 2048
-    learning_rate: float = 0.005
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 0.003
     embedding_dim: int = 32
     # Dense layers on top of each tower's concatenated features; the last size
     # is the dimension of the query and candidate embeddings.

@@ -71,3 +71,14 @@ def tiny_trained(tiny_data, tmp_path_factory):
         for name in MODEL_NAMES
     }
     return config, vocab, (train, test, test_arrays), trained
+
+
+@pytest.fixture(scope="session")
+def ml100k_bundle(ml100k_path, tmp_path_factory) -> str:
+    """A bundle trained for one epoch on the real MovieLens-100K split (retrieval, ranking, dlrm)."""
+    import train
+
+    output = tmp_path_factory.mktemp("bundles")
+    args = ["--data-path", ml100k_path, "--models", "retrieval,ranking,dlrm", "--epochs", "1", "--verbose", "0"]
+    assert train.main(args + ["--output-dir", str(output)]) == 0
+    return str(output / (output / "LATEST").read_text())
