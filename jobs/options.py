@@ -18,8 +18,9 @@ class RecommendOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--bundle", required=True, help="bundle directory, or a training output dir with LATEST")
-        parser.add_argument("--output", required=True, help="root of the output tables (local path or gs://)")
+        # Not `required`: Beam parses every registered options class whenever any options are viewed.
+        parser.add_argument("--bundle", help="bundle directory, or a training output dir with LATEST (required)")
+        parser.add_argument("--output", help="root of the output tables, local path or gs:// (required)")
         parser.add_argument("--run_date", "--run-date", dest="run_date", help="partition date YYYY-MM-DD (today)")
         parser.add_argument("--data_source", "--data-source", dest="data_source", default=None, choices=DATA_SOURCES)
         parser.add_argument("--data_path", "--data-path", dest="data_path", default=None)
@@ -57,6 +58,9 @@ class JobSettings:
 def validate(options: RecommendOptions) -> JobSettings:
     """Checks every option against the bundle and the file system; raises `ValueError` naming the bad value."""
     args = options.view_as(RecommendOptions)
+    for flag, value in (("--bundle", args.bundle), ("--output", args.output)):
+        if not value:
+            raise ValueError(f"{flag} is required")
     run_date = args.run_date or datetime.date.today().isoformat()
     try:
         datetime.date.fromisoformat(run_date)

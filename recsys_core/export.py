@@ -125,16 +125,23 @@ def write_text(path: str, text: str) -> None:
     os.replace(partial, path)
 
 
+def read_text(path: str) -> str:
+    with tf.io.gfile.GFile(path) as handle:
+        return handle.read()
+
+
 def write_json(path: str, value) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def resolve_bundle(path: str) -> str:
-    """The bundle directory `path` names: itself, or the one its `LATEST` file points at."""
-    if os.path.isfile(os.path.join(path, LATEST)):
-        with open(os.path.join(path, LATEST)) as handle:
-            path = os.path.join(path, handle.read().strip())
-    if not os.path.isdir(path):
+    """The bundle directory `path` names: itself, or the one its `LATEST` file points at.
+
+    Paths go through `tf.io.gfile`, so bundles on object stores (gs://...) resolve too.
+    """
+    if tf.io.gfile.exists(os.path.join(path, LATEST)):
+        path = os.path.join(path, read_text(os.path.join(path, LATEST)).strip())
+    if not tf.io.gfile.isdir(path):
         raise BundleError(f"model bundle {path} does not exist; train one with `python train.py` first")
     return path
 
@@ -143,11 +150,10 @@ def read_manifest(path: str) -> dict:
     """Reads and checks a bundle's manifest; raises `BundleError` naming what is wrong."""
     bundle = resolve_bundle(path)
     manifest_path = os.path.join(bundle, MANIFEST)
-    if not os.path.isfile(manifest_path):
+    if not tf.io.gfile.exists(manifest_path):
         raise BundleError(f"{bundle} is not a complete model bundle: {MANIFEST} is missing; retrain or pick another")
     try:
-        with open(manifest_path) as handle:
-            manifest = json.load(handle)
+        manifest = json.loads(read_text(manifest_path))
     except json.JSONDecodeError as error:
         raise BundleError(f"{manifest_path} is not valid JSON ({error}); the bundle is damaged") from error
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -155,7 +161,7 @@ def read_manifest(path: str) -> dict:
             f"{manifest_path} has bundle format {manifest.get('format_version')!r}; this code reads format "
             f"{FORMAT_VERSION}. Retrain with this version or use a matching release"
         )
-    if not os.path.isfile(os.path.join(bundle, SAVED_MODEL, "saved_model.pb")):
+    if not tf.io.gfile.exists(os.path.join(bundle, SAVED_MODEL, "saved_model.pb")):
         raise BundleError(f"{bundle}/{SAVED_MODEL}/saved_model.pb is missing; the bundle is incomplete")
     manifest["path"] = bundle
     return manifest

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core import outputs
-from recsys_core.export import load_bundle
+from recsys_core.export import load_bundle, read_text
 from recsys_core.features.schema import ITEM_FEATURES, USER_FEATURES, feature_arrays, query_arrays
 from recsys_core.scoring import rerank, top_k_unseen
 
@@ -30,8 +30,8 @@ class BundleScorer:
 
     def __init__(self, bundle: str) -> None:
         self.manifest, self._model = load_bundle(bundle)
-        with open(os.path.join(self.manifest["path"], "vocabulary.json")) as handle:
-            self._user_ids = pa.array(json.load(handle)["user_ids"], pa.string())
+        vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], "vocabulary.json")))
+        self._user_ids = pa.array(vocabulary["user_ids"], pa.string())
         self.version = self.manifest["bundle_version"]
 
     def _call(self, signature: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:

@@ -1,16 +1,24 @@
 """The Beam job on the DirectRunner, end to end on MovieLens-100K."""
 
+import glob
 import json
+import os
+import subprocess
+import sys
+import tarfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
+from conftest import REPO
 
 from jobs import batch_recommend
 from recsys_core import outputs
+from recsys_core.data import DataError
 from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
 
 RUN_DATE = "2026-11-22"
@@ -36,6 +44,8 @@ def test_every_user_gets_final_k_ranked_unseen_real_items(job, ml100k):
     assert (recs.groupby("user_id")["rank"].apply(list) == [list(range(1, FINAL_K + 1))] * 943).all()
     # Re-ranked: predicted ratings never increase down the list.
     assert (recs.groupby("user_id")["ranking_score"].diff().dropna() <= 0).all()
+    # Scored in 2026 with a model of 1998 ratings: predictions stay on the rating scale.
+    assert recs["ranking_score"].between(0.5, 5.5).all()
     assert set(recs["source"]) == {"model"}
     rated = set(zip(ml100k.ratings["user_id"].to_pylist(), ml100k.ratings["movie_id"].to_pylist(), strict=True))
     assert not any((u, i) in rated for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
@@ -122,3 +132,88 @@ def test_other_rerankers(ml100k_bundle, tmp_path, flag):
     score = "retrieval_score" if flag[1] == "none" else "ranking_score"
     assert (recs.groupby("user_id")[score].diff().dropna() <= 1e-6).all()
     assert recs["ranking_score"].isna().all() == (flag[1] == "none")
+
+
+def test_composites_under_test_pipeline(ml100k_bundle, ml100k):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from jobs.transforms import EmbedItems, ReadUserBlocks, RecommendUsers
+    from recsys_core.recommend import RecommendSettings, user_blocks
+
+    users = ml100k.users.slice(0, 300)
+    blocks = user_blocks(users, ml100k.ratings, ml100k.items, block_size=128)
+    settings = RecommendSettings(top_k=30, final_k=7, reranker="dlrm", timestamp=893_000_000, run_id="t")
+    with TestPipeline() as pipeline:
+        items = pipeline | beam.Create([(ml100k.items, ml100k.ratings.select(["movie_id"]))])
+        index = items | EmbedItems(ml100k_bundle)
+        scored = pipeline | ReadUserBlocks(blocks) | RecommendUsers(ml100k_bundle, settings, index)
+        rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda t: t.to_pylist())
+        per_user = rows | "ByUser" >> beam.Map(lambda r: (r["user_id"], r["rank"])) | beam.combiners.Count.PerKey()
+        counts = per_user | "Counts" >> beam.Values() | "DistinctCounts" >> beam.Distinct()
+        assert_that(counts, equal_to([7]), label="SevenRowsEach")
+        assert_that(per_user | "Users" >> beam.Keys(), equal_to(users["user_id"].to_pylist()), label="EveryUser")
+        dims = scored[outputs.USER_EMBEDDINGS] | "Dims" >> beam.Map(lambda t: len(t["embedding"][0]))
+        assert_that(dims | "DistinctDims" >> beam.Distinct(), equal_to([32]), label="EmbeddingWidth")
+
+
+def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
+    output = tmp_path / "out"
+    with pytest.raises(ValueError, match="does not exist; train one"):
+        _run(str(tmp_path / "missing"), output)
+    (tmp_path / "incomplete").mkdir()
+    (tmp_path / "incomplete" / "vocabulary.json").write_text("{}")
+    assert batch_recommend.main(["--bundle", str(tmp_path / "incomplete"), "--output", str(output)]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--run-date", "2026-13-01"], "--run-date '2026-13-01' is not a date"),
+        (["--final-k", "50", "--top-k", "10"], "--final-k 50 exceeds --top-k 10"),
+        (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
+    ],
+)
+def test_bad_options_are_named(ml100k_bundle, tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path / "out"), *flags])
+
+
+def test_unwritable_output_is_reported(ml100k_bundle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="--output .*a-file/tables is not writable"):
+        _run(ml100k_bundle, blocker / "tables")
+
+
+def test_unreadable_users_table_is_reported_before_the_pipeline(ml100k_bundle, tmp_path):
+    data = tmp_path / "warehouse"
+    data.mkdir()
+    pq.write_table(pa.table({"user_id": ["1"], "item_id": ["1"], "rating": [4.0]}), data / "interactions.parquet")
+    (data / "users.parquet").write_bytes(b"PAR1 this is not parquet")
+    output = tmp_path / "out"
+    with pytest.raises(DataError, match=r"cannot read Parquet table .*users\.parquet"):
+        _run(ml100k_bundle, output, "--data-source", "parquet", "--data-path", str(data))
+    assert list(output.iterdir()) == []
+
+
+def test_sdist_carries_every_module_the_job_imports(tmp_path):
+    subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "--dist-dir", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    (archive,) = tmp_path.glob("*.tar.gz")
+    names = {name.split("/", 1)[1] for name in tarfile.open(archive).getnames() if "/" in name}
+    modules = {
+        os.path.relpath(p, REPO)
+        for d in ("jobs", "recsys_core")
+        for p in glob.glob(f"{REPO}/{d}/**/*.py", recursive=True)
+    }
+    assert modules <= names
+    assert "train.py" in names and "setup.py" in names

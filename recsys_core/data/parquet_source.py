@@ -28,6 +28,7 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_core.data.tables import (
@@ -43,12 +44,20 @@ from recsys_core.data.tables import (
 
 
 def read_parquet_tables(root: str) -> InteractionData:
-    """Reads `root/interactions[.parquet]` and, if present, `users` and `items`."""
-    if not os.path.isdir(root):
+    """Reads `root/interactions[.parquet]` and, if present, `users` and `items`.
+
+    `root` is a local directory or a URI pyarrow knows (gs://, s3://, hdfs://).
+    """
+    if "://" in root:
+        filesystem, base = pafs.FileSystem.from_uri(root)
+    else:
+        root = os.path.abspath(root)
+        filesystem, base = pafs.LocalFileSystem(), root
+    if filesystem.get_file_info(base).type != pafs.FileType.Directory:
         raise DataError(f"Parquet data directory {root} does not exist; it must hold interactions[.parquet]")
-    interactions = _read(root, "interactions", required=True)
-    users = _read(root, "users", required=False)
-    items = _read(root, "items", required=False)
+    interactions = _read(filesystem, base, "interactions", required=True)
+    users = _read(filesystem, base, "users", required=False)
+    items = _read(filesystem, base, "items", required=False)
 
     user_ids = _column(interactions, "interactions", ("user_id",), None, pa.string())
     item_ids = _column(interactions, "interactions", ("item_id", "movie_id"), None, pa.string())
@@ -70,18 +79,18 @@ def read_parquet_tables(root: str) -> InteractionData:
         items=_items_table(items),
         lineage={
             "source": "parquet",
-            "path": os.path.abspath(root),
+            "path": root,
             "num_ratings": ratings.num_rows,
             "implicit": implicit,
         },
     )
 
 
-def _read(root: str, name: str, required: bool) -> pa.Table | None:
-    for path in (os.path.join(root, name), os.path.join(root, name + ".parquet")):
-        if os.path.exists(path):
+def _read(filesystem: pafs.FileSystem, root: str, name: str, required: bool) -> pa.Table | None:
+    for path in (f"{root}/{name}", f"{root}/{name}.parquet"):
+        if filesystem.get_file_info(path).type != pafs.FileType.NotFound:
             try:
-                return pq.read_table(path)
+                return pq.read_table(path, filesystem=filesystem)
             except (pa.ArrowException, OSError) as error:
                 raise DataError(f"cannot read Parquet table {path}: {error}") from error
     if required:

@@ -67,7 +67,10 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         stop = min(start + 1024, num_users)
         scores = user_factors[start:stop] @ item_factors.T
         noisy = scores + log_popularity + rng.gumbel(size=scores.shape).astype(np.float32)
-        top = np.argsort(-noisy, axis=1)[:, : counts[start:stop].max()]
+        most = counts[start:stop].max()
+        candidates = np.argpartition(-noisy, most - 1, axis=1)[:, :most]
+        order = np.argsort(-np.take_along_axis(noisy, candidates, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(candidates, order, axis=1)
         for row, user in enumerate(range(start, stop)):
             chosen = top[row, : counts[user]]
             users_of.append(np.full(len(chosen), user))

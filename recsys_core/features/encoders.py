@@ -29,9 +29,14 @@ def string_lookup(vocabulary: list[str]) -> tf.keras.layers.StringLookup:
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
 
 
-def normalized(values: tf.Tensor, mean: float, std: float) -> tf.Tensor:
-    """`(values - mean) / std` computed in float64 (timestamps exceed float32 precision), `[batch, 1]`."""
-    return tf.cast((tf.cast(values, tf.float64) - mean) / std, tf.float32)[:, None]
+def normalized(values: tf.Tensor, mean: float, std: float, value_range: tuple[float, float]) -> tf.Tensor:
+    """`(clip(values, *value_range) - mean) / std` in float64 (timestamps exceed float32), `[batch, 1]`.
+
+    Clipping to the training range keeps dense layers from extrapolating, e.g. when
+    a model trained on 1998 ratings scores users today.
+    """
+    clipped = tf.clip_by_value(tf.cast(values, tf.float64), value_range[0], value_range[1])
+    return tf.cast((clipped - mean) / std, tf.float32)[:, None]
 
 
 def cyclic_time(timestamp: tf.Tensor) -> tf.Tensor:
@@ -87,13 +92,14 @@ class QueryEncoder(tf.keras.layers.Layer):
             self.time_embedding = embedding(len(vocab.timestamp_boundaries) + 1, side, l2)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        vocab = self._vocab
         parts = [self.user_embedding(self.user_lookup(features["user_id"]))]
         if self._use_user_features:
             zip_code = features["user_zip_code"]
             parts += [
                 self.gender_embedding(tf.cast(features["user_gender"], tf.int32)),
                 self.age_embedding(self.age_lookup(tf.cast(features["bucketized_user_age"], tf.int64))),
-                normalized(features["raw_user_age"], self._vocab.age_mean, self._vocab.age_std),
+                normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range),
                 self.occupation_embedding(
                     known_category(features["user_occupation_label"], self._vocab.num_occupations)
                 ),
@@ -104,7 +110,7 @@ class QueryEncoder(tf.keras.layers.Layer):
             timestamp = features["timestamp"]
             parts += [
                 self.time_embedding(self.time_bucket(tf.cast(timestamp, tf.float64))),
-                normalized(timestamp, self._vocab.timestamp_mean, self._vocab.timestamp_std),
+                normalized(timestamp, vocab.timestamp_mean, vocab.timestamp_std, vocab.timestamp_range),
             ]
         return tf.concat(parts, axis=1)
 

@@ -26,6 +26,8 @@ class FeatureVocabulary:
         user_ids / movie_ids / zip_codes / title_tokens: lookup vocabularies.
         timestamp_boundaries: quantile bucket edges of training timestamps.
         timestamp_mean, timestamp_std, age_mean, age_std: normalisation statistics.
+        timestamp_range, age_range: training min and max; values outside are clipped
+            (e.g. scoring "now" with a model trained on older data).
         rating_mean: mean training rating (initial bias of rating heads).
         num_occupations, num_genres: sizes of the TFDS label sets.
     """
@@ -39,6 +41,8 @@ class FeatureVocabulary:
     timestamp_std: float
     age_mean: float
     age_std: float
+    timestamp_range: tuple[float, float]
+    age_range: tuple[float, float]
     rating_mean: float
     num_occupations: int = len(OCCUPATIONS)
     num_genres: int = len(GENRES)
@@ -60,7 +64,8 @@ class FeatureVocabulary:
 
     @classmethod
     def from_json(cls, text: str) -> FeatureVocabulary:
-        return cls(**json.loads(text))
+        fields = json.loads(text)
+        return cls(**{k: tuple(v) if k.endswith("_range") else v for k, v in fields.items()})
 
 
 def fit_vocabulary(train: InteractionData) -> FeatureVocabulary:
@@ -85,6 +90,8 @@ def fit_vocabulary(train: InteractionData) -> FeatureVocabulary:
         timestamp_std=float(timestamps.std() or 1.0),
         age_mean=float(ages.mean()),
         age_std=float(ages.std() or 1.0),
+        timestamp_range=(float(timestamps.min()), float(timestamps.max())),
+        age_range=(float(ages.min()), float(ages.max())),
         rating_mean=float(examples["user_rating"].to_numpy().mean()),
     )
 

@@ -44,6 +44,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         self.bottom = tfrs.layers.blocks.MLP(list(bottom_layers) + [embedding_dim], final_activation="relu")
 
     def call(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        vocab = self._vocab
         indices = {
             "user_id": self.user_lookup(features["user_id"]),
             "movie_id": self.movie_lookup(features["movie_id"]),
@@ -53,7 +54,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         }
         continuous = tf.concat(
             [
-                normalized(features["raw_user_age"], self._vocab.age_mean, self._vocab.age_std),
+                normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range),
                 cyclic_time(features["timestamp"]),
             ],
             axis=1,

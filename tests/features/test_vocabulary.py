@@ -52,3 +52,13 @@ def test_unknown_categories_and_genres_do_not_crash(tiny_data):
     features["movie_title"] = tf.constant([b"", b"unheard of words", b"Item 1"])
     assert np.isfinite(query(features).numpy()).all()
     assert np.isfinite(items(features).numpy()).all()
+
+
+def test_times_past_the_training_window_are_treated_as_its_end(tiny_data):
+    vocab = fit_vocabulary(tiny_data)
+    encoder = QueryEncoder(vocab, embedding_dim=8)
+    features = _first_rows(tiny_data.examples, QUERY_FEATURES, n=2)
+    last = int(vocab.timestamp_range[1])
+    at_end = encoder({**features, "timestamp": tf.constant([last, last], tf.int64)}).numpy()
+    years_later = encoder({**features, "timestamp": tf.constant([last + 10**9, last + 10**8], tf.int64)}).numpy()
+    np.testing.assert_allclose(years_later, at_end)

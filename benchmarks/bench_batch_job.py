@@ -1,0 +1,96 @@
+"""Throughput of the Beam batch job against the same kernel called in-process, in one run.
+
+    python benchmarks/bench_batch_job.py                        # ML-100K and synthetic 100k x 20k
+    python benchmarks/bench_batch_job.py --scenarios ml100k     # just one
+
+For each scenario it trains a small bundle (one epoch of retrieval and ranking;
+the job's cost does not depend on model quality), then runs
+`jobs.batch_recommend` on the DirectRunner and, in the same process, the
+in-process kernel (`recsys_core.recommend` over the same user blocks, no Beam).
+Reports users/s for both (median of --repeats) and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
+from jobs import batch_recommend
+from recsys_core.config import DataConfig, experiment
+from recsys_core.data import load_data
+from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_block, user_blocks
+from recsys_core.training import run_experiment
+
+SCENARIOS = {
+    "ml100k": DataConfig(source="grouplens", path="../shared/data/ml-100k"),
+    "synthetic_100k_users_20k_items": DataConfig(
+        source="synthetic", synthetic_users=100_000, synthetic_items=20_000, synthetic_interactions_per_user=10
+    ),
+}
+
+
+def train_bundle(data: DataConfig, directory: str) -> str:
+    config = experiment("ml100k")
+    config.data = data
+    config.training.models = ("retrieval", "ranking")
+    config.training.output_dir = directory
+    config.training.verbose = 0
+    config.training.eval_ks = (100,)
+    config.retrieval.epochs = config.ranking.epochs = 1
+    return run_experiment(config)
+
+
+def job_users_per_second(bundle: str, output: str, extra: list[str]) -> tuple[float, dict]:
+    manifest = batch_recommend.run(["--bundle", bundle, "--output", output, "--run-date", "2026-11-22", *extra])
+    return manifest["user_count"] / manifest["timings_seconds"]["pipeline"], manifest
+
+
+def kernel_users_per_second(bundle: str, data, top_k: int = 100, final_k: int = 20) -> float:
+    """The job's per-block work without Beam: load, embed items, then every user block."""
+    started = time.perf_counter()
+    scorer = BundleScorer(bundle)
+    index = build_item_index(scorer, data.items, data.ratings)
+    settings = RecommendSettings(top_k, final_k, "ranking", timestamp=1_795_000_000, run_id="bench")
+    for block in user_blocks(data.users, data.ratings, data.items, block_size=1024):
+        recommend_block(scorer, block, index, settings)
+    return data.users.num_rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--multi-process", action="store_true", help="also run the job with 2 DirectRunner workers")
+    args = parser.parse_args()
+    results = {}
+    for name in args.scenarios.split(","):
+        with tempfile.TemporaryDirectory() as scratch:
+            bundle = train_bundle(SCENARIOS[name], os.path.join(scratch, "runs"))
+            data = load_data(SCENARIOS[name])
+            kernel = [kernel_users_per_second(bundle, data) for _ in range(args.repeats)]
+            job = [job_users_per_second(bundle, os.path.join(scratch, f"out{i}"), [])[0] for i in range(args.repeats)]
+            result = {
+                "users": data.users.num_rows,
+                "items": data.items.num_rows,
+                "job_users_per_second": statistics.median(job),
+                "kernel_users_per_second": statistics.median(kernel),
+                "job_runs": job,
+                "kernel_runs": kernel,
+            }
+            result["job_over_kernel"] = result["job_users_per_second"] / result["kernel_users_per_second"]
+            if args.multi_process:
+                flags = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+                result["job_2_workers_users_per_second"] = job_users_per_second(bundle, f"{scratch}/mp", flags)[0]
+            results[name] = result
+            print(json.dumps({name: result}, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()

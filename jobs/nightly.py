@@ -1,0 +1,67 @@
+"""The whole nightly job on local defaults: train (unless a bundle is given), score everyone, show a sample.
+
+    python -m jobs.nightly                                   # train on ML-100K, then score, into output/
+    python -m jobs.nightly --bundle runs --run-date 2026-11-22 --final-k 10 --direct_num_workers 2
+
+Flags it does not know are passed to `jobs.batch_recommend` (and from there to Beam).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+
+import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
+import pandas as pd
+
+from jobs import batch_recommend
+from recsys_core import outputs
+from recsys_core.config import EXPERIMENTS, experiment
+from recsys_core.data import DataError
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", help="an existing bundle (or training output dir); trains one if absent")
+    parser.add_argument("--experiment", default="ml100k", choices=sorted(EXPERIMENTS), help="what to train")
+    parser.add_argument("--runs-dir", default="runs", help="where a new bundle goes")
+    parser.add_argument("--output", default="output", help="root of the output tables")
+    parser.add_argument("--run-date", default=datetime.date.today().isoformat())
+    args, job_flags = parser.parse_known_args(argv)
+    try:
+        bundle = args.bundle or _train(args.experiment, args.runs_dir)
+        flags = ["--bundle", bundle, "--output", args.output, "--run-date", args.run_date, *job_flags]
+        manifest = batch_recommend.run(flags)
+    except (ValueError, DataError) as error:
+        print(f"nightly: error: {error}", file=sys.stderr)
+        return 2
+    _show(args.output, args.run_date, manifest)
+    return 0
+
+
+def _train(name: str, runs_dir: str) -> str:
+    from recsys_core.training import run_experiment
+
+    config = experiment(name)
+    config.training.output_dir = runs_dir
+    return run_experiment(config)
+
+
+def _show(output: str, run_date: str, manifest: dict) -> None:
+    print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, tables:")
+    for table in outputs.TABLES:
+        print(f"  {outputs.partition(output, table, run_date)}  ({manifest['row_counts'][table]} rows)")
+    recommendations = pd.read_parquet(outputs.partition(output, outputs.RECOMMENDATIONS, run_date))
+    user = sorted(recommendations["user_id"].unique())[0]
+    sample = recommendations[recommendations["user_id"] == user].sort_values("rank").head(5)
+    columns = ["user_id", "rank", "item_id", "retrieval_score", "ranking_score", "source"]
+    print(f"\ntop 5 of user {user}:\n{sample[columns].to_string(index=False)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

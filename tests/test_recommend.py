@@ -1,0 +1,71 @@
+"""Beam-free block scoring with a real bundle: fallbacks, exclusions, neighbours."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recsys_core.recommend import (
+    FALLBACK_SOURCE,
+    MODEL_SOURCE,
+    BundleScorer,
+    RecommendSettings,
+    UserBlock,
+    build_item_index,
+    recommend_block,
+    similar_items,
+    user_blocks,
+)
+
+
+@pytest.fixture(scope="module")
+def scorer(ml100k_bundle):
+    return BundleScorer(ml100k_bundle)
+
+
+@pytest.fixture(scope="module")
+def index(scorer, ml100k):
+    return build_item_index(scorer, ml100k.items, ml100k.ratings)
+
+
+def _settings(reranker="ranking"):
+    return RecommendSettings(top_k=50, final_k=10, reranker=reranker, timestamp=893_000_000, run_id="test")
+
+
+def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer, index, ml100k):
+    users = ml100k.users.slice(0, 3)
+    newcomer = users.slice(2, 1).set_column(0, "user_id", pa.array(["someone-new"]))
+    block = UserBlock(
+        users=pa.concat_tables([users.slice(0, 2), newcomer]),
+        # user 1 with history; user 2 known to the model but no history today; a new id with history
+        seen=[np.array([0, 1, 2]), np.array([], np.int64), np.array([49])],
+    )
+    recs, embeddings, counts = recommend_block(scorer, block, index, _settings())
+    assert counts == {"users_scored": 1, "fallback_users": 2, "items_excluded": 4, "users_short_of_final_k": 0}
+    by_user = {u: recs.filter(pa.compute.equal(recs["user_id"], u)).to_pydict() for u in ("1", "2", "someone-new")}
+    assert set(by_user["1"]["source"]) == {MODEL_SOURCE}
+    popular = np.argsort(-index.popularity, kind="stable")
+    for user, seen in (("2", []), ("someone-new", [49])):
+        assert set(by_user[user]["source"]) == {FALLBACK_SOURCE}
+        expected = [index.items["movie_id"][int(i)].as_py() for i in popular if i not in seen][:10]
+        assert by_user[user]["item_id"] == expected
+        assert all(score is None for score in by_user[user]["ranking_score"])
+        assert by_user[user]["rank"] == list(range(1, 11))
+    assert embeddings.num_rows == 3
+
+
+def test_blocks_carry_every_rated_item_once(ml100k):
+    blocks = user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=400)
+    assert [b.users.num_rows for b in blocks] == [400, 400, 143]
+    assert sum(len(s) for b in blocks for s in b.seen) == 100_000
+
+
+def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
+    table = similar_items(index, k=5, model_version="v")
+    assert table.num_rows == 1682 * 5
+    unit = index.embeddings / np.linalg.norm(index.embeddings, axis=1, keepdims=True)
+    first = table.slice(0, 5).to_pydict()
+    cosine = unit[0] @ unit.T
+    cosine[0] = -np.inf
+    expected = [index.items["movie_id"][int(i)].as_py() for i in np.argsort(-cosine)[:5]]
+    assert first["item_id"] == ["1"] * 5 and first["similar_item_id"] == expected
+    np.testing.assert_allclose(first["score"], np.sort(cosine)[::-1][:5], rtol=1e-5)
