@@ -11,12 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.data.tables import InteractionData
+from recsys_core.data.tables import InteractionData, group_by_user, item_counts
 from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
 from recsys_core.scoring import top_k_unseen
 
@@ -63,10 +62,7 @@ def retrieval_metrics(
     _, model_top = top_k_unseen(queries, item_embeddings, seen, max(ks))
     metrics.update(ranking_quality(model_top, relevant, ks, prefix=""))
 
-    popularity = pc.value_counts(train.ratings["movie_id"])
-    counts = np.zeros(items.num_rows, np.float32)
-    positions = pc.index_in(popularity.field("values"), value_set=items["movie_id"]).to_numpy(zero_copy_only=False)
-    counts[positions.astype(np.int64)] = popularity.field("counts").to_numpy()
+    counts = item_counts(train.ratings, items["movie_id"])
     _, popular_top = top_k_unseen(np.ones((len(seen), 1), np.float32), counts[:, None], seen, max(ks))
     metrics.update(ranking_quality(popular_top, relevant, ks, prefix="popularity_"))
     return metrics
@@ -99,23 +95,11 @@ def per_user_split(train: InteractionData, test: InteractionData):
         rating, or their first test rating if they have none), seen and relevant
         lists of item indices into `train.items`.
     """
-    item_keys = train.items["movie_id"]
+    items = train.items["movie_id"]
     test_users = pc.unique(test.ratings["user_id"])
     users = train.users.take(pc.index_in(test_users, value_set=train.users["user_id"]))
-
-    def grouped(ratings: pa.Table) -> tuple[dict, dict]:
-        user_rows = pc.index_in(ratings["user_id"], value_set=test_users).to_numpy(zero_copy_only=False)
-        item_rows = pc.index_in(ratings["movie_id"], value_set=item_keys).to_numpy(zero_copy_only=False)
-        times = ratings["timestamp"].to_numpy()
-        keep = ~np.isnan(user_rows.astype(np.float64))
-        user_rows, item_rows, times = user_rows[keep].astype(np.int64), item_rows[keep].astype(np.int64), times[keep]
-        order = np.argsort(user_rows, kind="stable")
-        bounds = np.searchsorted(user_rows[order], np.arange(len(test_users) + 1))
-        items = [item_rows[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        return items, [times[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-
-    seen, train_times = grouped(train.ratings)
-    relevant, test_times = grouped(test.ratings)
+    seen, train_times = group_by_user(train.ratings, test_users, items)
+    relevant, test_times = group_by_user(test.ratings, test_users, items)
     timestamps = np.array(
         [t.max() if len(t) else u.min() for t, u in zip(train_times, test_times, strict=True)], dtype=np.int64
     )

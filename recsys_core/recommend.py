@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core import outputs
+from recsys_core.data.tables import group_by_user, item_counts
 from recsys_core.export import load_bundle, read_text
 from recsys_core.features.schema import ITEM_FEATURES, USER_FEATURES, feature_arrays, query_arrays
 from recsys_core.scoring import rerank, top_k_unseen
@@ -99,23 +100,12 @@ class RecommendSettings:
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, ratings: pa.Table) -> ItemIndex:
-    counts = pc.value_counts(ratings["movie_id"])
-    popularity = np.zeros(items.num_rows, np.float32)
-    rows = pc.index_in(counts.field("values"), value_set=items["movie_id"]).to_numpy(zero_copy_only=False)
-    known = ~np.isnan(rows.astype(np.float64))
-    popularity[rows[known].astype(np.int64)] = counts.field("counts").to_numpy()[known]
-    return ItemIndex(items, scorer.embed_items(items), popularity)
+    return ItemIndex(items, scorer.embed_items(items), item_counts(ratings, items["movie_id"]))
 
 
 def user_blocks(users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int) -> list[UserBlock]:
     """Splits users into blocks, each user with the item indices of all their ratings."""
-    user_rows = pc.index_in(ratings["user_id"], value_set=users["user_id"]).to_numpy(zero_copy_only=False)
-    item_rows = pc.index_in(ratings["movie_id"], value_set=items["movie_id"]).to_numpy(zero_copy_only=False)
-    keep = ~np.isnan(user_rows.astype(np.float64)) & ~np.isnan(item_rows.astype(np.float64))
-    user_rows, item_rows = user_rows[keep].astype(np.int64), item_rows[keep].astype(np.int64)
-    order = np.argsort(user_rows, kind="stable")
-    bounds = np.searchsorted(user_rows[order], np.arange(users.num_rows + 1))
-    seen = [np.unique(item_rows[order[a:b]]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    seen = [np.unique(rated) for rated in group_by_user(ratings, users["user_id"], items["movie_id"])[0]]
     return [
         UserBlock(users.slice(start, block_size), seen[start : start + block_size])
         for start in range(0, users.num_rows, block_size)

@@ -122,6 +122,39 @@ def _check_known(column: str, values: pa.ChunkedArray, known: pa.ChunkedArray, t
         )
 
 
+def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> tuple[list, list]:
+    """Each user's rated items and rating times, for users in `user_ids` order.
+
+    Args:
+        ratings: table with user_id, movie_id and timestamp columns.
+        user_ids, item_ids: the users to group by and the items to index into;
+            ratings of other users or items are skipped.
+
+    Returns:
+        per user, item indices into `item_ids` `[n_u]` and timestamps `[n_u]`.
+    """
+    user_rows = _positions(ratings["user_id"], user_ids)
+    item_rows = _positions(ratings["movie_id"], item_ids)
+    keep = (user_rows >= 0) & (item_rows >= 0)
+    user_rows, item_rows, times = user_rows[keep], item_rows[keep], ratings["timestamp"].to_numpy()[keep]
+    order = np.argsort(user_rows, kind="stable")
+    bounds = np.searchsorted(user_rows[order], np.arange(len(user_ids) + 1))
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    return [item_rows[order[a:b]] for a, b in spans], [times[order[a:b]] for a, b in spans]
+
+
+def item_counts(ratings: pa.Table, item_ids: pa.Array) -> np.ndarray:
+    """`[len(item_ids)]` float32 number of ratings of each item (its popularity)."""
+    rows = _positions(ratings["movie_id"], item_ids)
+    return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float32)
+
+
+def _positions(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
+    """Index of each value in `keys`, -1 where absent."""
+    positions = pc.fill_null(pc.index_in(values, value_set=pa.chunked_array([keys]).combine_chunks()), -1)
+    return positions.to_numpy().astype(np.int64)
+
+
 def bucketize_age(age: np.ndarray) -> np.ndarray:
     """MovieLens-1M age buckets (1, 18, 25, ... 56) of raw ages, as TFDS does for 100K."""
     buckets = np.asarray(AGE_BUCKETS, dtype=np.float32)
