@@ -25,6 +25,7 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 from jobs import batch_recommend
 from recsys_core.config import DataConfig, experiment
 from recsys_core.data import load_data
+from recsys_core.data.tables import item_counts
 from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_block, user_blocks
 from recsys_core.training import run_experiment
 
@@ -56,7 +57,7 @@ def kernel_users_per_second(bundle: str, data, top_k: int = 100, final_k: int = 
     """The job's per-block work without Beam: load, embed items, then every user block."""
     started = time.perf_counter()
     scorer = BundleScorer(bundle)
-    index = build_item_index(scorer, data.items, data.ratings)
+    index = build_item_index(scorer, data.items, item_counts(data.ratings, data.items["movie_id"]))
     settings = RecommendSettings(top_k, final_k, "ranking", timestamp=1_795_000_000, run_id="bench")
     for block in user_blocks(data.users, data.ratings, data.items, block_size=1024):
         recommend_block(scorer, block, index, settings)

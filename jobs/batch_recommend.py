@@ -19,8 +19,10 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 
 # isort: split
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
+from jobs.inputs import stage_inputs
 from jobs.options import JobSettings, RecommendOptions, validate
 from jobs.transforms import (
     NAMESPACE,
@@ -32,14 +34,14 @@ from jobs.transforms import (
     WriteTable,
 )
 from recsys_core import outputs
-from recsys_core.data import DataError, InteractionData, load_data
-from recsys_core.recommend import RecommendSettings, user_blocks
+from recsys_core.data import DataError, load_data
+from recsys_core.recommend import RecommendSettings
 
 log = logging.getLogger(__name__)
 
 
-def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, data: InteractionData) -> None:
-    """Wires the job: read -> embed items / users -> top-K unseen -> re-rank -> write four tables."""
+def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, items_path: str, block_paths: list[str]) -> None:
+    """Wires the job over staged inputs: embed items / users -> top-K unseen -> re-rank -> write four tables."""
     version = settings.manifest["bundle_version"]
     recommend = RecommendSettings(
         settings.top_k, settings.final_k, settings.reranker, settings.timestamp, settings.run_id
@@ -48,11 +50,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, data: Interac
     def prefix(table: str) -> str:
         return outputs.staging_prefix(settings.output, settings.run_id, table, settings.run_date)
 
-    items = pipeline | "ReadItems" >> beam.Create([(data.items, data.ratings.select(["movie_id"]))], reshuffle=False)
-    index = items | "EmbedItems" >> EmbedItems(settings.bundle)
-    blocks = pipeline | "ReadUsers" >> ReadUserBlocks(
-        user_blocks(data.users, data.ratings, data.items, settings.block_size)
-    )
+    index = pipeline | "EmbedItems" >> EmbedItems(settings.bundle, items_path)
+    blocks = pipeline | "ReadUsers" >> ReadUserBlocks(block_paths)
     scored = blocks | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index)
     scored[outputs.RECOMMENDATIONS] | "WriteRecommendations" >> WriteTable(
         outputs.RECOMMENDATIONS, prefix(outputs.RECOMMENDATIONS)
@@ -78,11 +77,17 @@ def run(argv: list[str] | None = None) -> dict:
     settings = validate(options)
     started = time.perf_counter()
     data = load_data(settings.data)
-    loaded = time.perf_counter()
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, settings, data)
-    result = pipeline.run()
-    result.wait_until_finish()
+    staging = FileSystems.join(settings.output, "_staging", settings.run_id)
+    try:
+        items_path, block_paths = stage_inputs(data, FileSystems.join(staging, "input"), settings.block_size)
+        loaded = time.perf_counter()
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, settings, items_path, block_paths)
+        result = pipeline.run()
+        result.wait_until_finish()
+    except BaseException:
+        FileSystems.delete([staging])  # a failed run leaves nothing behind
+        raise
     finished = time.perf_counter()
     counters = {
         c.key.metric.name: c.committed if c.committed is not None else c.attempted
@@ -104,7 +109,7 @@ def run(argv: list[str] | None = None) -> dict:
             "reranker": settings.reranker,
             "query_timestamp": settings.timestamp,
         },
-        "timings_seconds": {"read_data": loaded - started, "pipeline": finished - loaded},
+        "timings_seconds": {"read_and_stage_data": loaded - started, "pipeline": finished - loaded},
         "counters": counters,
         "runner": type(pipeline.runner).__name__,
     }

@@ -7,6 +7,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
+from jobs.inputs import read_block, read_items
 from recsys_core import outputs
 from recsys_core.recommend import (
     BundleScorer,
@@ -33,9 +34,8 @@ class _WithBundle(beam.DoFn):
 
 
 class _EmbedItemsFn(_WithBundle):
-    def process(self, element: tuple[pa.Table, pa.Table]):
-        items, ratings = element
-        yield build_item_index(self.scorer, items, ratings)
+    def process(self, items_path: str):
+        yield build_item_index(self.scorer, *read_items(items_path))
 
 
 class _RecommendFn(_WithBundle):
@@ -56,25 +56,27 @@ class _RecommendFn(_WithBundle):
 
 
 class ReadUserBlocks(beam.PTransform):
-    """Blocks of users with their seen items, spread over workers."""
+    """Staged block files -> `UserBlock`s (users with their seen items), spread over workers."""
 
-    def __init__(self, blocks: list[UserBlock]) -> None:
+    def __init__(self, paths: list[str]) -> None:
         super().__init__()
-        self._blocks = blocks
+        self._paths = paths
 
     def expand(self, pipeline):
-        return pipeline | "Create" >> beam.Create(self._blocks, reshuffle=False) | "Spread" >> beam.Reshuffle()
+        paths = pipeline | "Paths" >> beam.Create(self._paths, reshuffle=False) | "Spread" >> beam.Reshuffle()
+        return paths | "Read" >> beam.Map(read_block)
 
 
 class EmbedItems(beam.PTransform):
-    """(items, ratings) -> one `ItemIndex` of all item embeddings and popularity."""
+    """The staged items file -> one `ItemIndex` of all item embeddings and popularity."""
 
-    def __init__(self, bundle: str) -> None:
+    def __init__(self, bundle: str, items_path: str) -> None:
         super().__init__()
-        self._bundle = bundle
+        self._bundle, self._items_path = bundle, items_path
 
-    def expand(self, items_and_ratings):
-        return items_and_ratings | "CandidateTower" >> beam.ParDo(_EmbedItemsFn(self._bundle))
+    def expand(self, pipeline):
+        items = pipeline | "Path" >> beam.Create([self._items_path], reshuffle=False)
+        return items | "CandidateTower" >> beam.ParDo(_EmbedItemsFn(self._bundle))
 
 
 class RecommendUsers(beam.PTransform):

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core import outputs
-from recsys_core.data.tables import group_by_user, item_counts
+from recsys_core.data.tables import group_by_user
 from recsys_core.export import load_bundle, read_text
 from recsys_core.features.schema import ITEM_FEATURES, USER_FEATURES, feature_arrays, query_arrays
 from recsys_core.scoring import rerank, top_k_unseen
@@ -89,6 +89,15 @@ class UserBlock:
     users: pa.Table
     seen: list[np.ndarray]
 
+    def to_table(self) -> pa.Table:
+        """The users table with a `seen_items` list<int64> column, for staging as Parquet."""
+        return self.users.append_column("seen_items", pa.array([s.tolist() for s in self.seen], pa.list_(pa.int64())))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> UserBlock:
+        seen = [np.asarray(s, np.int64) for s in table["seen_items"].to_pylist()]
+        return cls(table.drop_columns(["seen_items"]), seen)
+
 
 @dataclasses.dataclass(frozen=True)
 class RecommendSettings:
@@ -99,8 +108,9 @@ class RecommendSettings:
     run_id: str
 
 
-def build_item_index(scorer: BundleScorer, items: pa.Table, ratings: pa.Table) -> ItemIndex:
-    return ItemIndex(items, scorer.embed_items(items), item_counts(ratings, items["movie_id"]))
+def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
+    """Embeds every item; `popularity` `[items]` orders the fallback."""
+    return ItemIndex(items, scorer.embed_items(items), popularity)
 
 
 def user_blocks(users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int) -> list[UserBlock]:

@@ -1,5 +1,6 @@
 """The Beam job on the DirectRunner, end to end on MovieLens-100K."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -134,21 +135,24 @@ def test_other_rerankers(ml100k_bundle, tmp_path, flag):
     assert recs["ranking_score"].isna().all() == (flag[1] == "none")
 
 
-def test_composites_under_test_pipeline(ml100k_bundle, ml100k):
+def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
+    from jobs.inputs import stage_inputs
     from jobs.transforms import EmbedItems, ReadUserBlocks, RecommendUsers
-    from recsys_core.recommend import RecommendSettings, user_blocks
+    from recsys_core.recommend import RecommendSettings
 
     users = ml100k.users.slice(0, 300)
-    blocks = user_blocks(users, ml100k.ratings, ml100k.items, block_size=128)
+    ratings = ml100k.ratings.filter(pa.compute.is_in(ml100k.ratings["user_id"], value_set=users["user_id"]))
+    subset = dataclasses.replace(ml100k, users=users, ratings=ratings)
+    items_path, block_paths = stage_inputs(subset, str(tmp_path), block_size=128)
+    assert len(block_paths) == 3
     settings = RecommendSettings(top_k=30, final_k=7, reranker="dlrm", timestamp=893_000_000, run_id="t")
     with TestPipeline() as pipeline:
-        items = pipeline | beam.Create([(ml100k.items, ml100k.ratings.select(["movie_id"]))])
-        index = items | EmbedItems(ml100k_bundle)
-        scored = pipeline | ReadUserBlocks(blocks) | RecommendUsers(ml100k_bundle, settings, index)
+        index = pipeline | EmbedItems(ml100k_bundle, items_path)
+        scored = pipeline | ReadUserBlocks(block_paths) | RecommendUsers(ml100k_bundle, settings, index)
         rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda t: t.to_pylist())
         per_user = rows | "ByUser" >> beam.Map(lambda r: (r["user_id"], r["rank"])) | beam.combiners.Count.PerKey()
         counts = per_user | "Counts" >> beam.Values() | "DistinctCounts" >> beam.Distinct()

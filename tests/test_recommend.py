@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from recsys_core.data.tables import item_counts
 from recsys_core.recommend import (
     FALLBACK_SOURCE,
     MODEL_SOURCE,
@@ -24,7 +25,7 @@ def scorer(ml100k_bundle):
 
 @pytest.fixture(scope="module")
 def index(scorer, ml100k):
-    return build_item_index(scorer, ml100k.items, ml100k.ratings)
+    return build_item_index(scorer, ml100k.items, item_counts(ml100k.ratings, ml100k.items["movie_id"]))
 
 
 def _settings(reranker="ranking"):
@@ -53,10 +54,13 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
     assert embeddings.num_rows == 3
 
 
-def test_blocks_carry_every_rated_item_once(ml100k):
+def test_blocks_carry_every_rated_item_once_and_round_trip_through_parquet(ml100k):
     blocks = user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=400)
     assert [b.users.num_rows for b in blocks] == [400, 400, 143]
     assert sum(len(s) for b in blocks for s in b.seen) == 100_000
+    again = UserBlock.from_table(blocks[1].to_table())
+    assert again.users.equals(blocks[1].users)
+    assert all(np.array_equal(a, b) for a, b in zip(again.seen, blocks[1].seen, strict=True))
 
 
 def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
