@@ -117,7 +117,7 @@ class TrainingConfig:
     seed: int = 1
     eval_ks: tuple[int, ...] = (10, 100)
     index_k: int = 100
-    verbose: int = 2
+    verbose: int = 1  # Keras: 1 progress bars, 2 one line per epoch, 0 silent
 
 
 @dataclass

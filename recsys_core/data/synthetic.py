@@ -66,7 +66,8 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
     for start in range(0, num_users, 1024):
         stop = min(start + 1024, num_users)
         scores = user_factors[start:stop] @ item_factors.T
-        noisy = scores + log_popularity + rng.gumbel(size=scores.shape).astype(np.float32)
+        gumbel = -np.log(rng.standard_exponential(size=scores.shape, dtype=np.float32))
+        noisy = scores + log_popularity + gumbel
         most = counts[start:stop].max()
         candidates = np.argpartition(-noisy, most - 1, axis=1)[:, :most]
         order = np.argsort(-np.take_along_axis(noisy, candidates, axis=1), axis=1, kind="stable")
