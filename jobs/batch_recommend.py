@@ -37,8 +37,6 @@ from recsys_core import outputs
 from recsys_core.data import DataError, load_data
 from recsys_core.recommend import RecommendSettings
 
-log = logging.getLogger(__name__)
-
 
 def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, items_path: str, block_paths: list[str]) -> None:
     """Wires the job over staged inputs: embed items / users -> top-K unseen -> re-rank -> write four tables."""

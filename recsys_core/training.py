@@ -19,7 +19,7 @@ from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch
 from recsys_core.data.splits import split
 from recsys_core.distribute import is_chief, make_strategy, split_cpu
-from recsys_core.features.schema import ITEM_FEATURES, feature_arrays
+from recsys_core.features.schema import CONTEXT_FEATURES, ITEM_FEATURES, USER_FEATURES, feature_arrays, tensor_specs
 from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
 from recsys_core.models.builders import RATING_MODELS, build_model, build_optimizer
 from recsys_core.models.dlrm import INTERACTION_INPUTS
@@ -209,8 +209,6 @@ def _item_index(trained: dict[str, TrainedModel], train: InteractionData):
 
 
 def _feature_schema() -> dict:
-    from recsys_core.features.schema import CONTEXT_FEATURES, ITEM_FEATURES, USER_FEATURES, tensor_specs
-
     specs = tensor_specs(USER_FEATURES + CONTEXT_FEATURES + ITEM_FEATURES)
     return {
         "user": list(USER_FEATURES),
