@@ -63,6 +63,9 @@ class RetrievalConfig(FitConfig):
     # logQ correction with each item's training frequency (TFRS
     # `candidate_sampling_probability`); keeps popularity in the scores.
     sampling_correction: bool = True
+    # Masks in-batch negatives that are the positive item itself. Costs ~20 % of
+    # training speed and made no measurable difference on MovieLens-100K.
+    remove_accidental_hits: bool = False
     l2: float = 0.0
 
 

@@ -68,10 +68,10 @@ def build_towers(cfg: RetrievalConfig, vocab: FeatureVocabulary) -> tuple[Tower,
 
 
 def retrieval_task(cfg: RetrievalConfig) -> tfrs.tasks.Retrieval:
-    """In-batch softmax with accidental-hit removal; reports the epoch's mean loss."""
+    """In-batch softmax (optionally without accidental hits); reports the epoch's mean loss."""
     return tfrs.tasks.Retrieval(
         temperature=cfg.temperature,
-        remove_accidental_hits=True,
+        remove_accidental_hits=cfg.remove_accidental_hits,
         loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
     )
 
