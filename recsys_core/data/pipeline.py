@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from recsys_core.data.tables import InteractionData
+from recsys_core.data.tables import InteractionData, item_counts
 from recsys_core.features.schema import ITEM_FEATURES, LABEL, QUERY_FEATURES, feature_arrays
 from recsys_core.models.retrieval import CANDIDATE_PROBABILITY
 
@@ -21,12 +21,9 @@ def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, 
     training get the probability of one rating.
     """
     arrays = feature_arrays(split.examples, EXAMPLE_FEATURES)
-    counts = pc.value_counts(train.ratings["movie_id"])
-    known = counts.field("values")
-    frequency = counts.field("counts").to_numpy()
-    rows = pc.index_in(split.ratings["movie_id"], value_set=known).to_numpy(zero_copy_only=False)
-    rows = np.nan_to_num(rows.astype(np.float64), nan=-1).astype(np.int64)
-    per_example = np.where(rows >= 0, frequency[np.maximum(rows, 0)], 1)
+    items = split.items["movie_id"]
+    frequency = np.maximum(item_counts(train.ratings, items), 1.0)
+    per_example = frequency[pc.index_in(split.ratings["movie_id"], value_set=items).to_numpy()]
     arrays[CANDIDATE_PROBABILITY] = (per_example / train.ratings.num_rows).astype(np.float32)
     return arrays
 
