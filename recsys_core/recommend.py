@@ -140,16 +140,10 @@ def recommend_block(
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
     if fallback.any():
-        seen = [s for s, f in zip(block.seen, fallback, strict=True) if f]
-        ones = np.ones((len(seen), 1), np.float32)
-        _, popular = top_k_unseen(ones, index.popularity[:, None], seen, settings.top_k)
-        candidates[fallback] = popular
-        retrieval_scores[fallback] = np.where(popular >= 0, index.popularity[np.maximum(popular, 0)], -np.inf)
-
+        retrieval_scores[fallback], candidates[fallback] = _most_popular_unseen(index, block, fallback, settings.top_k)
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
-    rerankable = servable[:, None] & (candidates >= 0)
-    if settings.reranker != "none" and rerankable.any():
-        rows, cols = np.nonzero(rerankable)
+    if settings.reranker != "none":
+        rows, cols = np.nonzero(servable[:, None] & (candidates >= 0))
         ranking_scores[rows, cols] = scorer.rate(
             settings.reranker,
             block.users.select(list(USER_FEATURES)).take(pa.array(rows)),
@@ -178,6 +172,13 @@ def recommend_block(
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
     }
     return recommendations, embeddings, counts
+
+
+def _most_popular_unseen(index: ItemIndex, block: UserBlock, users: np.ndarray, k: int):
+    """Popularity scores and item indices `[users, k]` of the masked users' top unseen items."""
+    seen = [s for s, chosen in zip(block.seen, users, strict=True) if chosen]
+    _, popular = top_k_unseen(np.ones((len(seen), 1), np.float32), index.popularity[:, None], seen, k)
+    return np.where(popular >= 0, index.popularity[np.maximum(popular, 0)], -np.inf), popular
 
 
 def similar_items(index: ItemIndex, k: int, model_version: str) -> pa.Table:

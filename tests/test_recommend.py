@@ -73,3 +73,11 @@ def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
     expected = [index.items["movie_id"][int(i)].as_py() for i in np.argsort(-cosine)[:5]]
     assert first["item_id"] == ["1"] * 5 and first["similar_item_id"] == expected
     np.testing.assert_allclose(first["score"], np.sort(cosine)[::-1][:5], rtol=1e-5)
+
+
+def test_a_block_of_only_new_users_is_all_fallback(scorer, index, ml100k):
+    newcomers = ml100k.users.slice(0, 2).set_column(0, "user_id", pa.array(["new-a", "new-b"]))
+    block = UserBlock(users=newcomers, seen=[np.array([], np.int64), np.array([], np.int64)])
+    recs, _, counts = recommend_block(scorer, block, index, _settings())
+    assert counts["fallback_users"] == 2 and recs.num_rows == 20
+    assert set(recs["source"].to_pylist()) == {FALLBACK_SOURCE}
