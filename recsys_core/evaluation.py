@@ -17,7 +17,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
 from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
-from recsys_core.scoring import top_k_unseen
+from recsys_core.scoring import top_k_popular_unseen, top_k_unseen
 
 Embed = Callable[[dict[str, tf.Tensor]], tf.Tensor]
 
@@ -63,7 +63,7 @@ def retrieval_metrics(
     metrics.update(ranking_quality(model_top, relevant, ks, prefix=""))
 
     counts = item_counts(train.ratings, items["movie_id"])
-    _, popular_top = top_k_unseen(np.ones((len(seen), 1), np.float32), counts[:, None], seen, max(ks))
+    _, popular_top = top_k_popular_unseen(counts, seen, max(ks))
     metrics.update(ranking_quality(popular_top, relevant, ks, prefix="popularity_"))
     return metrics
 

@@ -19,7 +19,7 @@ from recsys_core import outputs
 from recsys_core.data.tables import group_by_user
 from recsys_core.export import load_bundle, read_text
 from recsys_core.features.schema import ITEM_FEATURES, USER_FEATURES, feature_arrays, query_arrays
-from recsys_core.scoring import rerank, top_k_unseen
+from recsys_core.scoring import rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "popularity_fallback"
@@ -140,7 +140,8 @@ def recommend_block(
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
     if fallback.any():
-        retrieval_scores[fallback], candidates[fallback] = _most_popular_unseen(index, block, fallback, settings.top_k)
+        seen = [s for s, unserved in zip(block.seen, fallback, strict=True) if unserved]
+        retrieval_scores[fallback], candidates[fallback] = top_k_popular_unseen(index.popularity, seen, settings.top_k)
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
     if settings.reranker != "none":
         rows, cols = np.nonzero(servable[:, None] & (candidates >= 0))
@@ -172,13 +173,6 @@ def recommend_block(
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
     }
     return recommendations, embeddings, counts
-
-
-def _most_popular_unseen(index: ItemIndex, block: UserBlock, users: np.ndarray, k: int):
-    """Popularity scores and item indices `[users, k]` of the masked users' top unseen items."""
-    seen = [s for s, chosen in zip(block.seen, users, strict=True) if chosen]
-    _, popular = top_k_unseen(np.ones((len(seen), 1), np.float32), index.popularity[:, None], seen, k)
-    return np.where(popular >= 0, index.popularity[np.maximum(popular, 0)], -np.inf), popular
 
 
 def similar_items(index: ItemIndex, k: int, model_version: str) -> pa.Table:

@@ -56,6 +56,20 @@ def top_k_unseen(
     return scores, np.where(np.isneginf(scores), -1, indices).astype(np.int64)
 
 
+def top_k_popular_unseen(popularity: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The `k` most popular items each row has not seen.
+
+    Args:
+        popularity: `[num_items]` scores (e.g. interaction counts).
+        seen: per row, the item indices to exclude.
+
+    Returns:
+        popularity scores and item indices, `[len(seen), k]`, as `top_k_unseen`.
+    """
+    ones = np.ones((len(seen), 1), np.float32)
+    return top_k_unseen(ones, np.asarray(popularity, np.float32)[:, None], seen, k)
+
+
 def rerank(candidate_indices: np.ndarray, ranking_scores: np.ndarray, retrieval_scores: np.ndarray, final_k: int):
     """Orders each row's candidates by ranking score, then retrieval score, then item index.
 
