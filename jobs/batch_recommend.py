@@ -2,7 +2,8 @@
 
     python -m jobs.batch_recommend --bundle runs --output output --run-date 2026-11-22 \
         [--data-source grouplens --data-path ../shared/data/ml-100k] [--top-k 100 --final-k 20] \
-        [--reranker ranking|dlrm|dcn|multitask|none] [Beam options: --runner, --direct_num_workers, ...]
+        [--reranker auto|ranking|dlrm|dcn|multitask|none] [--blend-weight W]
+        [Beam options: --runner, --direct_num_workers, ...]
 
 Writes `recommendations`, `user_embeddings`, `item_embeddings` and `similar_items`
 under `--output`, each partitioned by `dt=<run date>`, with `_manifest.json` and
@@ -42,7 +43,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, items_path: s
     """Wires the job over staged inputs: embed items / users -> top-K unseen -> re-rank -> write four tables."""
     version = settings.manifest["bundle_version"]
     recommend = RecommendSettings(
-        settings.top_k, settings.final_k, settings.reranker, settings.timestamp, settings.run_id
+        settings.top_k, settings.final_k, settings.reranker, settings.timestamp, settings.run_id, settings.blend_weight
     )
 
     def prefix(table: str) -> str:
@@ -105,7 +106,9 @@ def run(argv: list[str] | None = None) -> dict:
             "top_k": settings.top_k,
             "final_k": settings.final_k,
             "reranker": settings.reranker,
-            "query_timestamp": settings.timestamp,
+            "blend_weight": settings.blend_weight,
+            "run_date_timestamp": settings.timestamp,
+            "query_policy": settings.manifest.get("query_policy"),
         },
         "timings_seconds": {"read_and_stage_data": loaded - started, "pipeline": finished - loaded},
         "counters": counters,

@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from recsys_core.config import DATA_SOURCES, DataConfig
-from recsys_core.export import BundleError, read_manifest
+from recsys_core.export import RATING_SIGNATURES, BundleError, read_manifest
 
 
 class RecommendOptions(PipelineOptions):
@@ -27,7 +27,17 @@ class RecommendOptions(PipelineOptions):
         parser.add_argument("--tfds_name", "--tfds-name", dest="tfds_name", default=None)
         parser.add_argument("--top_k", "--top-k", dest="top_k", type=int, default=100, help="retrieval depth")
         parser.add_argument("--final_k", "--final-k", dest="final_k", type=int, default=20, help="rows per user")
-        parser.add_argument("--reranker", default="ranking", help="ranking, dlrm, dcn, multitask or none")
+        parser.add_argument(
+            "--reranker", default="auto", help="auto (the bundle's choice), ranking, dlrm, dcn, multitask or none"
+        )
+        parser.add_argument(
+            "--blend_weight",
+            "--blend-weight",
+            dest="blend_weight",
+            type=float,
+            default=None,
+            help="weight of the re-ranker in the final order, 0..1 (default: the bundle's choice for that re-ranker)",
+        )
         parser.add_argument("--block_size", "--block-size", dest="block_size", type=int, default=1024)
         parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
 
@@ -45,12 +55,13 @@ class JobSettings:
     top_k: int
     final_k: int
     reranker: str
+    blend_weight: float
     block_size: int
     similar_k: int
 
     @property
     def timestamp(self) -> int:
-        """Query time of the run: midnight UTC of the run date, in seconds."""
+        """Midnight UTC of the run date, in seconds: the query time of users without history."""
         day = datetime.date.fromisoformat(self.run_date)
         return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
 
@@ -78,11 +89,7 @@ def validate(options: RecommendOptions) -> JobSettings:
     for needed in ("query_embedding", "candidate_embedding"):
         if needed not in manifest["signatures"]:
             raise ValueError(f"bundle {manifest['path']} has no {needed} signature: train it with the retrieval model")
-    rerankers = [name for name in ("ranking", "dlrm", "dcn", "multitask") if name in manifest["signatures"]]
-    if args.reranker != "none" and args.reranker not in rerankers:
-        raise ValueError(
-            f"--reranker {args.reranker!r} is not in bundle {manifest['path']}; it has: {rerankers + ['none']}"
-        )
+    reranker, blend_weight = _reranking(manifest, args.reranker, args.blend_weight)
     data = dataclasses.replace(
         _training_data(manifest),
         **{
@@ -101,10 +108,28 @@ def validate(options: RecommendOptions) -> JobSettings:
         data=data,
         top_k=args.top_k,
         final_k=args.final_k,
-        reranker=args.reranker,
+        reranker=reranker,
+        blend_weight=blend_weight,
         block_size=args.block_size,
         similar_k=args.similar_k,
     )
+
+
+def _reranking(manifest: dict, reranker: str, blend_weight: float | None) -> tuple[str, float]:
+    """The re-ranker and blend weight to use: as asked, else as chosen on validation at training time."""
+    chosen = manifest.get("reranking", {})
+    if reranker == "auto":
+        reranker = chosen.get("reranker", "none")
+    rerankers = [name for name in RATING_SIGNATURES if name in manifest["signatures"]]
+    if reranker != "none" and reranker not in rerankers:
+        raise ValueError(
+            f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"
+        )
+    if blend_weight is None:
+        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0)
+    if not 0.0 <= blend_weight <= 1.0:
+        raise ValueError(f"--blend-weight must be within 0..1, got {blend_weight}")
+    return reranker, float(blend_weight)
 
 
 def _training_data(manifest: dict) -> DataConfig:

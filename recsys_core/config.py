@@ -27,6 +27,9 @@ class DataConfig:
     tfds_name: str = "movielens/100k-ratings"
     split: str = "random"
     test_fraction: float = 0.2
+    # Carved from the training split (the same kind of split) for early stopping
+    # and every choice made after training; the test split is read once, at the end.
+    validation_fraction: float = 0.1
     seed: int = 42
     synthetic_users: int = 2_000
     synthetic_items: int = 500
@@ -56,7 +59,12 @@ class RetrievalConfig(FitConfig):
     # is the dimension of the query and candidate embeddings.
     tower_layers: tuple[int, ...] = (32,)
     use_user_features: bool = True
-    use_time: bool = True
+    # Absolute-time features make a user's embedding depend on when the job asks;
+    # see README "query-time policy".
+    use_time: bool = False
+    # Mean embedding of the user's last `history_length` items in the query tower.
+    use_history: bool = True
+    history_length: int = 100
     use_title: bool = True
     use_genres: bool = True
     temperature: float = 0.2
@@ -120,6 +128,16 @@ class TrainingConfig:
     seed: int = 1
     eval_ks: tuple[int, ...] = (10, 100)
     index_k: int = 100
+    # Stops a model when its validation loss (RMSE for rating models) has not
+    # improved for this many epochs, keeping the best epoch's weights.
+    early_stopping_patience: int = 2
+    # The job's lists: retrieval depth and rows per user, as the job's defaults.
+    top_k: int = 100
+    final_k: int = 20
+    # Candidate weights of the re-ranker in the final order, chosen on validation.
+    blend_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+    # EASE baseline regularisation, chosen on validation.
+    ease_l2: tuple[float, ...] = (100.0, 300.0, 1000.0)
     verbose: int = 1  # Keras: 1 progress bars, 2 one line per epoch, 0 silent
 
 
@@ -147,8 +165,12 @@ class ExperimentConfig:
             raise ValueError("training.models is empty: name at least one of " + ", ".join(MODEL_NAMES))
         if not self.retrieval.tower_layers:
             raise ValueError("retrieval.tower_layers is empty: the towers need at least one layer (the embedding size)")
-        if not 0.0 < self.data.test_fraction < 1.0:
-            raise ValueError(f"data.test_fraction must be in (0, 1), got {self.data.test_fraction}")
+        for key in ("test_fraction", "validation_fraction"):
+            if not 0.0 < getattr(self.data, key) < 1.0:
+                raise ValueError(f"data.{key} must be in (0, 1), got {getattr(self.data, key)}")
+        top_k, final_k = self.training.top_k, self.training.final_k
+        if not 1 <= final_k <= top_k:
+            raise ValueError(f"training.final_k must be in 1..training.top_k ({top_k}), got {final_k}")
         for name in ("retrieval", "ranking", "dlrm", "dcn", "multitask"):
             fit: FitConfig = getattr(self, name)
             if fit.epochs < 1 or fit.batch_size < 1 or fit.learning_rate <= 0:

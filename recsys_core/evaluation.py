@@ -1,71 +1,145 @@
-"""Offline evaluation: RMSE for rating models; factorized top-K, recall@k and NDCG@k for retrieval.
+"""Offline evaluation of the lists the job ships, and of the rating models.
 
-Per-user metrics follow the batch job: one query per user (at the time of the
-user's last training rating), every item of the catalogue scored, the user's
-training items excluded, test items relevant. A popularity ranking is scored
-the same way, as the baseline every retrieval model must beat.
+The lists are made by the job's own kernel (`recommend.recommend_block`, with
+its query-time policy, re-ranker, blend weight and `final_k`) from a loaded
+bundle, given the interactions the job would see (the training split), and
+scored against held-out interactions. Baselines go through the same metric code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.data.tables import InteractionData, group_by_user, item_counts
-from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
-from recsys_core.scoring import top_k_popular_unseen, top_k_unseen
+from recsys_core import baselines, metrics
+from recsys_core.data.tables import GENRES, InteractionData, group_by_user, item_counts
+from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_block, user_blocks
+from recsys_core.scoring import top_k_popular_unseen
 
 Embed = Callable[[dict[str, tf.Tensor]], tf.Tensor]
+LIKED_RATING = 4.0  # the second relevance definition: held-out items rated at least this
+LIST_KS = (10, 20, 100)
+CURVE_KS = (1, 5, 10, 20, 50, 100)
+
+
+def tensor_batches(arrays: dict[str, np.ndarray], batch_size: int = 4096) -> list[dict[str, tf.Tensor]]:
+    """Row batches of `arrays` as dicts of tensors."""
+    num_rows = len(next(iter(arrays.values())))
+    return [
+        {name: tf.constant(values[start : start + batch_size]) for name, values in arrays.items()}
+        for start in range(0, num_rows, batch_size)
+    ]
 
 
 def batched(fn: Embed, arrays: dict[str, np.ndarray], batch_size: int = 4096) -> np.ndarray:
     """Applies `fn` to row batches of `arrays` and concatenates the numpy results."""
-    num_rows = len(next(iter(arrays.values())))
-    outputs = [
-        fn({name: tf.constant(values[start : start + batch_size]) for name, values in arrays.items()}).numpy()
-        for start in range(0, num_rows, batch_size)
-    ]
+    outputs = [fn(batch).numpy() for batch in tensor_batches(arrays, batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0,), np.float32)
 
 
-def rating_metrics(predict: Embed, test_arrays: dict[str, np.ndarray], train_mean: float) -> dict[str, float]:
-    """RMSE and MAE of predicted ratings on the test split, with the global-mean RMSE beside them."""
-    labels = test_arrays["user_rating"]
-    predictions = batched(predict, test_arrays)
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """One evaluation protocol: what the job sees, whom it serves, what counts as a hit.
+
+    Attributes:
+        seen: the interactions the job is given (the training split, or its fitting part).
+        user_ids: `[users]` the users with at least one held-out interaction.
+        relevant: per user, indices into `seen.items` of every held-out item.
+        liked: per user, the held-out items rated at least `LIKED_RATING`.
+        popularity: `[items]` interaction counts in `seen`.
+    """
+
+    seen: InteractionData
+    user_ids: pa.Array
+    relevant: list[np.ndarray]
+    liked: list[np.ndarray]
+    popularity: np.ndarray
+
+    @classmethod
+    def build(cls, seen: InteractionData, held_out: InteractionData) -> HeldOut:
+        items = seen.items["movie_id"]
+        user_ids = pc.unique(held_out.ratings["user_id"].combine_chunks())
+        relevant, _ = group_by_user(held_out.ratings, user_ids, items)
+        liked_ratings = held_out.ratings.filter(pc.greater_equal(held_out.ratings["user_rating"], LIKED_RATING))
+        liked, _ = group_by_user(liked_ratings, user_ids, items)
+        return cls(seen, user_ids, relevant, liked, item_counts(seen.ratings, items))
+
+
+def job_lists(scorer: BundleScorer, held_out: HeldOut, settings: RecommendSettings, block_size: int = 1024):
+    """The job's lists for the held-out users: `[users, final_k]` item indices into `seen.items`, -1 empty.
+
+    Runs exactly what a Beam worker runs: `user_blocks` -> `recommend_block`.
+    """
+    data = held_out.seen
+    users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users["user_id"].combine_chunks()))
+    index = build_item_index(scorer, data.items, held_out.popularity)
+    tables = [
+        recommend_block(scorer, block, index, settings)[0]
+        for block in user_blocks(users, data.ratings, data.items, block_size)
+    ]
+    return rows_to_lists(pa.concat_tables(tables), held_out.user_ids, data.items["movie_id"], settings.final_k)
+
+
+def rows_to_lists(recommendations: pa.Table, user_ids: pa.Array, item_ids, width: int) -> np.ndarray:
+    """`recommendations` rows (user_id, rank, item_id) -> `[len(user_ids), width]` item indices, -1 empty."""
+    top = np.full((len(user_ids), width), -1, np.int64)
+    rows = pc.index_in(recommendations["user_id"], value_set=user_ids).to_numpy()
+    ranks = recommendations["rank"].to_numpy() - 1
+    items = pc.index_in(recommendations["item_id"], value_set=pa.chunked_array(item_ids).combine_chunks())
+    top[rows, ranks] = items.to_numpy()
+    return top
+
+
+def popular_lists(held_out: HeldOut, k: int) -> np.ndarray:
+    """Most popular unseen items, `[users, k]`: the job's fallback kernel."""
+    return top_k_popular_unseen(held_out.popularity, _seen(held_out), k)[1]
+
+
+def ease_lists(held_out: HeldOut, l2: float, k: int) -> np.ndarray:
+    """EASE top-k with seen items excluded, `[users, k]`."""
+    ratings, items = held_out.seen.ratings, held_out.seen.items["movie_id"]
+    everyone = baselines.interaction_matrix(ratings, held_out.seen.users["user_id"], items)
+    weights = baselines.ease_item_weights(everyone, l2)
+    return baselines.ease_top_k(baselines.interaction_matrix(ratings, held_out.user_ids, items), weights, k)[1]
+
+
+def _seen(held_out: HeldOut) -> list[np.ndarray]:
+    return group_by_user(held_out.seen.ratings, held_out.user_ids, held_out.seen.items["movie_id"])[0]
+
+
+def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict[str, float]:
+    """Every list metric of `top` `[users, k]` at every k it covers, both relevance definitions, and the
+    beyond-accuracy figures of its first `beyond_k` slots."""
+    ks = tuple(sorted(k for k in set(LIST_KS + CURVE_KS) if k <= top.shape[1]))
+    items = held_out.seen.items
     return {
-        "rmse": float(np.sqrt(np.mean((predictions - labels) ** 2))),
-        "mae": float(np.mean(np.abs(predictions - labels))),
-        "global_mean_rmse": float(np.sqrt(np.mean((train_mean - labels) ** 2))),
+        **metrics.list_metrics(top, held_out.relevant, ks),
+        **metrics.list_metrics(top, held_out.liked, ks, prefix="rel4_"),
+        **metrics.beyond_accuracy(
+            top, items.num_rows, held_out.popularity, genre_vectors(items), min(beyond_k, top.shape[1])
+        ),
     }
 
 
-def retrieval_metrics(
-    query_tower: Embed,
-    candidate_tower: Embed,
-    train: InteractionData,
-    test: InteractionData,
-    test_arrays: dict[str, np.ndarray],
-    ks: tuple[int, ...],
-) -> dict[str, float]:
-    """Factorized top-K accuracy over all items (TFRS), and per-user recall/NDCG with seen items excluded."""
-    items = train.items
-    item_ids = items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
-    item_embeddings = batched(candidate_tower, feature_arrays(items, ITEM_FEATURES))
-    metrics = factorized_top_k(query_tower, candidate_tower, item_embeddings, item_ids, test_arrays, ks)
+def genre_vectors(items: pa.Table) -> np.ndarray:
+    """`[items, genres]` one-hot genre vectors, the item space of intra-list diversity."""
+    vectors = np.zeros((items.num_rows, len(GENRES)), np.float32)
+    for row, genres in enumerate(items["movie_genres"].to_pylist()):
+        vectors[row, [g for g in genres if 0 <= g < len(GENRES)]] = 1.0
+    return vectors
 
-    users, timestamps, seen, relevant = per_user_split(train, test)
-    queries = batched(query_tower, query_arrays(users, timestamps))
-    _, model_top = top_k_unseen(queries, item_embeddings, seen, max(ks))
-    metrics.update(ranking_quality(model_top, relevant, ks, prefix=""))
 
-    counts = item_counts(train.ratings, items["movie_id"])
-    _, popular_top = top_k_popular_unseen(counts, seen, max(ks))
-    metrics.update(ranking_quality(popular_top, relevant, ks, prefix="popularity_"))
-    return metrics
+def rating_figures(predictions: np.ndarray, labels: np.ndarray, train_mean: float) -> dict[str, float]:
+    """RMSE and MAE, with the global-mean RMSE beside them."""
+    figures = metrics.rating_metrics(predictions, labels)
+    figures["global_mean_rmse"] = metrics.rating_metrics(np.full_like(labels, train_mean), labels)["rmse"]
+    return figures
 
 
 def factorized_top_k(
@@ -73,52 +147,13 @@ def factorized_top_k(
     candidate_tower: Embed,
     item_embeddings: np.ndarray,
     item_ids: np.ndarray,
-    test_arrays: dict[str, np.ndarray],
+    batches: list[dict[str, tf.Tensor]],
     ks: tuple[int, ...],
 ) -> dict[str, float]:
-    """TFRS `FactorizedTopK` accuracy of each test rating's movie among all items, as the tutorials report."""
+    """TFRS `FactorizedTopK` accuracy of each held-out rating's movie among all items, as the tutorials report."""
     index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
     index.index(tf.constant(item_embeddings), identifiers=tf.constant(item_ids))
     metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
-    num_rows = len(test_arrays["movie_id"])
-    for start in range(0, num_rows, 4096):
-        batch = {name: tf.constant(values[start : start + 4096]) for name, values in test_arrays.items()}
+    for batch in batches:
         metric.update_state(query_tower(batch), candidate_tower(batch), true_candidate_ids=batch["movie_id"])
     return {f"factorized_top_{k}": float(value) for k, value in zip(ks, metric.result(), strict=True)}
-
-
-def per_user_split(train: InteractionData, test: InteractionData):
-    """Per test user: the users-table row, the query time, seen item indices and relevant item indices.
-
-    Returns:
-        users table `[num_users]`, timestamps `[num_users]` (the user's last training
-        rating, or their first test rating if they have none), seen and relevant
-        lists of item indices into `train.items`.
-    """
-    items = train.items["movie_id"]
-    test_users = pc.unique(test.ratings["user_id"])
-    users = train.users.take(pc.index_in(test_users, value_set=train.users["user_id"]))
-    seen, train_times = group_by_user(train.ratings, test_users, items)
-    relevant, test_times = group_by_user(test.ratings, test_users, items)
-    timestamps = np.array(
-        [t.max() if len(t) else u.min() for t, u in zip(train_times, test_times, strict=True)], dtype=np.int64
-    )
-    return users, timestamps, seen, relevant
-
-
-def ranking_quality(top: np.ndarray, relevant: list[np.ndarray], ks: tuple[int, ...], prefix: str) -> dict[str, float]:
-    """Mean recall@k (hits / relevant items) and NDCG@k over users, binary relevance.
-
-    Args:
-        top: `[num_users, max_k]` recommended item indices, best first (-1 empty).
-        relevant: per user, the held-out item indices.
-    """
-    hits = np.stack([np.isin(row, rel) for row, rel in zip(top, relevant, strict=True)]).astype(np.float64)
-    counts = np.array([len(set(rel.tolist())) for rel in relevant], dtype=np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
-    metrics = {}
-    for k in ks:
-        ideal = np.array([discounts[: int(min(k, c))].sum() for c in counts])
-        metrics[f"{prefix}recall_at_{k}"] = float(np.mean(hits[:, :k].sum(1) / counts))
-        metrics[f"{prefix}ndcg_at_{k}"] = float(np.mean((hits[:, :k] * discounts[:k]).sum(1) / ideal))
-    return metrics

@@ -8,12 +8,13 @@ A bundle is one directory per training run:
     <version>/metrics.json, config.json, vocabulary.json, plots/, tensorboard/, checkpoints/
 
 Signatures (inputs are `[batch]` tensors named as the features; `movie_genres`
-is `[batch, max_genres]` padded with -1):
+is `[batch, max_genres]` padded with -1, `user_history` `[batch, n]` padded with b""):
 
     query_embedding(user + context features)     -> {"embedding": [batch, dim]}
     candidate_embedding(item features)           -> {"embedding": [batch, dim]}
     retrieve(user + context features)            -> {"scores": [batch, k], "movie_ids": [batch, k]}
-    ranking / dlrm / dcn / multitask(user + context + item features) -> {"rating": [batch]}
+    ranking / dlrm / dcn(user + context + item features) -> {"rating": [batch]}
+    multitask(user + context + history + item features) -> {"rating": [batch]}
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, tensor_specs
+from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, RATING_FEATURES, tensor_specs
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -75,12 +76,14 @@ def build_signatures(
         signatures.update(query_embedding=query_embedding, candidate_embedding=candidate_embedding, retrieve=retrieve)
     for name in RATING_SIGNATURES:
         if name in models:
-            signatures[name] = _rating_signature(models[name])
+            # The multitask rating head reads the query tower, and so the history.
+            features = QUERY_FEATURES + ITEM_FEATURES if name == "multitask" else RATING_FEATURES
+            signatures[name] = _rating_signature(models[name], features)
     return module, signatures
 
 
-def _rating_signature(model: tfrs.Model):
-    @tf.function(input_signature=[tensor_specs(QUERY_FEATURES + ITEM_FEATURES)])
+def _rating_signature(model: tfrs.Model, features: tuple[str, ...]):
+    @tf.function(input_signature=[tensor_specs(features)])
     def rating(features):
         return {"rating": model(features)}
 
@@ -98,6 +101,12 @@ def save_bundle(directory: str, module: tf.Module, signatures: dict, manifest: d
         "library_versions": {lib: _version(lib) for lib in _LIBRARIES},
     }
     write_json(os.path.join(directory, MANIFEST), manifest)
+
+
+def update_manifest(directory: str, changes: dict) -> None:
+    """Rewrites the manifest of a bundle being assembled with `changes` merged in (e.g. its evaluation)."""
+    path = os.path.join(directory, MANIFEST)
+    write_json(path, {**json.loads(read_text(path)), **changes})
 
 
 def _describe(fn) -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECOMMENDATIONS = "recommendations"
 USER_EMBEDDINGS = "user_embeddings"
 ITEM_EMBEDDINGS = "item_embeddings"
@@ -30,6 +30,7 @@ RECOMMENDATIONS_SCHEMA = pa.schema(
         ("item_id", pa.string()),
         ("retrieval_score", pa.float32()),  # two-tower dot product (fallback: item popularity)
         ("ranking_score", pa.float32()),  # re-ranker's predicted rating; null without one
+        ("score", pa.float32()),  # what the list is ordered by: the blend of standardised scores
         ("source", pa.string()),  # "model" or "popularity_fallback"
         ("model_version", pa.string()),
         ("run_id", pa.string()),
@@ -59,7 +60,7 @@ SCHEMAS = {
 
 
 def recommendations_table(
-    user_ids, ranks, item_ids, retrieval_scores, ranking_scores, sources, model_version: str, run_id: str
+    user_ids, ranks, item_ids, retrieval_scores, ranking_scores, scores, sources, model_version: str, run_id: str
 ) -> pa.Table:
     n = len(ranks)
     return pa.table(
@@ -69,6 +70,7 @@ def recommendations_table(
             item_ids,
             pa.array(retrieval_scores, pa.float32()),
             pa.array(ranking_scores, pa.float32(), from_pandas=True),  # NaN -> null
+            pa.array(scores, pa.float32()),
             pa.array(sources, pa.string()),
             pa.array([model_version] * n, pa.string()),
             pa.array([run_id] * n, pa.string()),

@@ -7,6 +7,7 @@ benchmarks call them directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -18,8 +19,9 @@ import tensorflow as tf
 from recsys_core import outputs
 from recsys_core.data.tables import group_by_user
 from recsys_core.export import load_bundle, read_text
-from recsys_core.features.schema import ITEM_FEATURES, USER_FEATURES, feature_arrays, query_arrays
-from recsys_core.scoring import rerank, top_k_popular_unseen, top_k_unseen
+from recsys_core.features.history import history_matrix, item_id_bytes
+from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
+from recsys_core.scoring import blend, rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "popularity_fallback"
@@ -27,19 +29,25 @@ _BATCH = 8192
 
 
 class BundleScorer:
-    """The signatures of one model bundle, called on numpy feature dicts."""
+    """The signatures of one model bundle, called on numpy feature dicts.
+
+    Every signature is fed exactly the inputs its manifest entry names, so rating
+    signatures that do not read the history never receive it.
+    """
 
     def __init__(self, bundle: str) -> None:
         self.manifest, self._model = load_bundle(bundle)
         vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], "vocabulary.json")))
         self._user_ids = pa.array(vocabulary["user_ids"], pa.string())
         self.version = self.manifest["bundle_version"]
+        self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
 
     def _call(self, signature: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
         function = self._model.signatures[signature]
+        names = self.manifest["signatures"][signature]["inputs"]
         num_rows = len(next(iter(arrays.values())))
         parts = [
-            function(**{name: tf.constant(values[start : start + _BATCH]) for name, values in arrays.items()})[output]
+            function(**{name: tf.constant(arrays[name][start : start + _BATCH]) for name in names})[output]
             for start in range(0, num_rows, _BATCH)
         ]
         return np.concatenate([p.numpy() for p in parts]) if parts else np.zeros((0,), np.float32)
@@ -48,14 +56,15 @@ class BundleScorer:
         """`[items, dim]` candidate-tower embeddings."""
         return self._call("candidate_embedding", feature_arrays(items, ITEM_FEATURES), "embedding")
 
-    def embed_users(self, users: pa.Table, timestamp: int) -> np.ndarray:
-        """`[users, dim]` query-tower embeddings at `timestamp` (seconds)."""
-        return self._call("query_embedding", query_arrays(users, np.full(users.num_rows, timestamp)), "embedding")
+    def embed_users(self, queries: dict[str, np.ndarray]) -> np.ndarray:
+        """`[users, dim]` query-tower embeddings of `query_arrays` inputs."""
+        return self._call("query_embedding", queries, "embedding")
 
-    def rate(self, reranker: str, users: pa.Table, items: pa.Table, timestamp: int) -> np.ndarray:
-        """`[rows]` predicted ratings of row-aligned user and item tables."""
-        arrays = {**query_arrays(users, np.full(users.num_rows, timestamp)), **feature_arrays(items, ITEM_FEATURES)}
-        return self._call(reranker, arrays, "rating")
+    def rate(self, reranker: str, queries: dict[str, np.ndarray], rows: np.ndarray, items: pa.Table) -> np.ndarray:
+        """`[len(rows)]` predicted ratings of query rows `rows` `[pairs]` paired with the rows of `items`."""
+        needed = self.manifest["signatures"][reranker]["inputs"]
+        users = {name: queries[name][rows] for name in needed if name in queries}
+        return self._call(reranker, {**users, **feature_arrays(items, ITEM_FEATURES)}, "rating")
 
     def known_users(self, user_ids: pa.Array) -> np.ndarray:
         """`[users]` bool: the bundle has an embedding of its own for this id (not OOV)."""
@@ -76,6 +85,11 @@ class ItemIndex:
     embeddings: np.ndarray
     popularity: np.ndarray
 
+    @functools.cached_property
+    def id_bytes(self) -> np.ndarray:
+        """`[items]` object array of the item ids as bytes (history inputs)."""
+        return item_id_bytes(self.items["movie_id"])
+
 
 @dataclasses.dataclass
 class UserBlock:
@@ -83,29 +97,44 @@ class UserBlock:
 
     Attributes:
         users: rows of the users table.
-        seen: per user, the item indices they already interacted with.
+        seen: per user, the item indices they already interacted with, oldest first.
+        last_seen: `[users]` time of each user's last interaction (seconds), -1 if none.
     """
 
     users: pa.Table
     seen: list[np.ndarray]
+    last_seen: np.ndarray
 
     def to_table(self) -> pa.Table:
-        """The users table with a `seen_items` list<int64> column, for staging as Parquet."""
-        return self.users.append_column("seen_items", pa.array([s.tolist() for s in self.seen], pa.list_(pa.int64())))
+        """The users table with `seen_items` list<int64> and `last_seen` columns, for staging as Parquet."""
+        seen = pa.array([s.tolist() for s in self.seen], pa.list_(pa.int64()))
+        return self.users.append_column("seen_items", seen).append_column("last_seen", pa.array(self.last_seen))
 
     @classmethod
     def from_table(cls, table: pa.Table) -> UserBlock:
         seen = [np.asarray(s, np.int64) for s in table["seen_items"].to_pylist()]
-        return cls(table.drop_columns(["seen_items"]), seen)
+        return cls(table.drop_columns(["seen_items", "last_seen"]), seen, table["last_seen"].to_numpy())
 
 
 @dataclasses.dataclass(frozen=True)
 class RecommendSettings:
+    """How a block is scored.
+
+    Attributes:
+        top_k: retrieval depth; final_k: rows kept per user.
+        reranker: a rating signature of the bundle, or "none".
+        blend_weight: weight of the re-ranker in the final order (see `scoring.rerank`);
+            1 orders by predicted rating alone, 0 keeps the retrieval order.
+        timestamp: the run date (seconds): the query time of users without history.
+        run_id: written into every row.
+    """
+
     top_k: int
     final_k: int
-    reranker: str  # a rating signature of the bundle, or "none"
-    timestamp: int  # query time, seconds
+    reranker: str
+    timestamp: int
     run_id: str
+    blend_weight: float = 1.0
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
@@ -114,12 +143,30 @@ def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarr
 
 
 def user_blocks(users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int) -> list[UserBlock]:
-    """Splits users into blocks, each user with the item indices of all their ratings."""
-    seen = [np.unique(rated) for rated in group_by_user(ratings, users["user_id"], items["movie_id"])[0]]
-    return [
-        UserBlock(users.slice(start, block_size), seen[start : start + block_size])
-        for start in range(0, users.num_rows, block_size)
-    ]
+    """Splits users into blocks, each user with their rated items (oldest first) and last rating time."""
+    rated, times = group_by_user(ratings, users["user_id"], items["movie_id"])
+    seen = [_unique_keep_last(r) for r in rated]
+    last_seen = np.array([t.max() if len(t) else -1 for t in times], dtype=np.int64)
+    spans = [slice(start, start + block_size) for start in range(0, users.num_rows, block_size)]
+    return [UserBlock(users.slice(s.start, block_size), seen[s], last_seen[s]) for s in spans]
+
+
+def _unique_keep_last(items: np.ndarray) -> np.ndarray:
+    """Distinct items in order of their last occurrence."""
+    reversed_items = items[::-1]
+    _, first = np.unique(reversed_items, return_index=True)
+    return reversed_items[np.sort(first)][::-1]
+
+
+def query_inputs(block: UserBlock, index: ItemIndex, run_timestamp: int, history_length: int) -> dict[str, np.ndarray]:
+    """The query-time policy, shared by the job and the offline evaluation.
+
+    Each user is queried at the time of their last interaction (the run date for
+    users without any), with their last `history_length` items as history: the
+    same inputs the model saw for that user in training, whatever the run date.
+    """
+    times = np.where(block.last_seen >= 0, block.last_seen, run_timestamp)
+    return query_arrays(block.users, times, history_matrix(block.seen, index.id_bytes, history_length))
 
 
 def recommend_block(
@@ -135,7 +182,8 @@ def recommend_block(
         (`outputs.USER_EMBEDDINGS_SCHEMA`), and counts for Beam counters.
     """
     user_ids = block.users["user_id"].combine_chunks()
-    queries = scorer.embed_users(block.users, settings.timestamp)
+    query = query_inputs(block, index, settings.timestamp, scorer.history_length)
+    queries = scorer.embed_users(query)
     retrieval_scores, candidates = top_k_unseen(queries, index.embeddings, block.seen, settings.top_k)
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
@@ -147,11 +195,12 @@ def recommend_block(
         rows, cols = np.nonzero(servable[:, None] & (candidates >= 0))
         ranking_scores[rows, cols] = scorer.rate(
             settings.reranker,
-            block.users.select(list(USER_FEATURES)).take(pa.array(rows)),
+            query,
+            rows,
             index.items.take(pa.array(candidates[rows, cols])),
-            settings.timestamp,
         )
-    order = rerank(candidates, np.nan_to_num(ranking_scores, nan=-np.inf), retrieval_scores, settings.final_k)
+    scores = blend(ranking_scores, retrieval_scores, candidates >= 0, settings.blend_weight)
+    order = rerank(candidates, scores, retrieval_scores, settings.final_k)
     chosen = np.take_along_axis(candidates, order, axis=1)
     rows, ranks = np.nonzero(chosen >= 0)
     item_rows = chosen[rows, ranks]
@@ -161,6 +210,7 @@ def recommend_block(
         item_ids=index.items["movie_id"].take(pa.array(item_rows)),
         retrieval_scores=np.take_along_axis(retrieval_scores, order, axis=1)[rows, ranks],
         ranking_scores=np.take_along_axis(ranking_scores, order, axis=1)[rows, ranks],
+        scores=np.take_along_axis(scores, order, axis=1)[rows, ranks],
         sources=np.where(fallback[rows], FALLBACK_SOURCE, MODEL_SOURCE),
         model_version=scorer.version,
         run_id=settings.run_id,

@@ -70,12 +70,34 @@ def top_k_popular_unseen(popularity: np.ndarray, seen: list[np.ndarray], k: int)
     return top_k_unseen(ones, np.asarray(popularity, np.float32)[:, None], seen, k)
 
 
-def rerank(candidate_indices: np.ndarray, ranking_scores: np.ndarray, retrieval_scores: np.ndarray, final_k: int):
-    """Orders each row's candidates by ranking score, then retrieval score, then item index.
+def blend(ranking_scores: np.ndarray, retrieval_scores: np.ndarray, valid: np.ndarray, weight: float) -> np.ndarray:
+    """The final score of each candidate: `weight * z(ranking) + (1 - weight) * z(retrieval)`.
+
+    z-scores are taken over each row's valid candidates, so the weight means the
+    same whatever the scales of the two models. Rows without ranking scores (NaN:
+    fallbacks, no re-ranker) get `z(retrieval)`.
+
+    Args:
+        ranking_scores, retrieval_scores: `[rows, k]`.
+        valid: `[rows, k]` bool, false for empty slots.
+        weight: 1 orders by ranking score alone, 0 by retrieval score alone.
+
+    Returns:
+        `[rows, k]` float64 scores, -inf at empty slots.
+    """
+    rated = valid & ~np.isnan(ranking_scores)
+    retrieval = _standardise(retrieval_scores, valid)
+    blended = weight * _standardise(ranking_scores, rated) + (1.0 - weight) * retrieval
+    blended = np.where(rated.any(axis=1, keepdims=True), blended, retrieval)
+    return np.where(valid, blended, NEG_INF)
+
+
+def rerank(candidate_indices: np.ndarray, scores: np.ndarray, retrieval_scores: np.ndarray, final_k: int) -> np.ndarray:
+    """Orders each row's candidates by `scores`, then retrieval score, then item index.
 
     Args:
         candidate_indices: `[rows, k]` item indices, -1 for empty slots.
-        ranking_scores, retrieval_scores: `[rows, k]` scores of those candidates.
+        scores: `[rows, k]` final scores (e.g. from `blend`); retrieval_scores: `[rows, k]`.
         final_k: how many to keep per row.
 
     Returns:
@@ -86,7 +108,15 @@ def rerank(candidate_indices: np.ndarray, ranking_scores: np.ndarray, retrieval_
     keys = (
         candidate_indices,
         -np.where(valid, retrieval_scores, NEG_INF),
-        -np.where(valid, ranking_scores, NEG_INF),
+        -np.where(valid, scores, NEG_INF),
     )
-    order = np.lexsort(keys, axis=-1)
-    return order[:, :final_k]
+    return np.lexsort(keys, axis=-1)[:, :final_k]
+
+
+def _standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Per-row z-scores of `scores` `[rows, k]` over the `valid` entries (0 elsewhere and for constant rows)."""
+    values = np.where(valid, scores, 0.0).astype(np.float64)
+    count = np.maximum(valid.sum(axis=1, keepdims=True), 1)
+    mean = values.sum(axis=1, keepdims=True) / count
+    spread = np.sqrt((np.where(valid, values - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count)
+    return np.where(valid, (values - mean) / np.where(spread > 0, spread, 1.0), 0.0)

@@ -10,18 +10,27 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core import evaluation, export, plots
+from recsys_core import evaluation, export, plots, protocol
 from recsys_core.config import ExperimentConfig
 from recsys_core.data import DataError, InteractionData, load_data
-from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch
+from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories, with_history
 from recsys_core.data.splits import split
 from recsys_core.distribute import is_chief, make_strategy, split_cpu
-from recsys_core.features.schema import CONTEXT_FEATURES, ITEM_FEATURES, USER_FEATURES, feature_arrays, tensor_specs
+from recsys_core.features.schema import (
+    CONTEXT_FEATURES,
+    HISTORY,
+    ITEM_FEATURES,
+    QUERY_FEATURES,
+    USER_FEATURES,
+    feature_arrays,
+    tensor_specs,
+)
 from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
-from recsys_core.models.builders import RATING_MODELS, build_model, build_optimizer
+from recsys_core.models.builders import RATING_MODELS, TOWER_MODELS, build_model, build_optimizer
 from recsys_core.models.dlrm import INTERACTION_INPUTS
 
 log = logging.getLogger(__name__)
@@ -36,12 +45,53 @@ class TrainedModel:
     metrics: dict[str, float]
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """What every model trains and is checked on.
+
+    Attributes:
+        fit, validation, test: `example_arrays` of the fitting part of the training
+            split, of the validation part carved from it, and of the test split.
+        histories: `[users, n]` history ids from the fitting part (`user_histories`).
+        test_histories: the same from the whole training split, for test examples.
+    """
+
+    fit: dict[str, np.ndarray]
+    validation: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    histories: np.ndarray
+    test_histories: np.ndarray
+    items: pa.Table
+
+    @classmethod
+    def build(
+        cls,
+        fit: InteractionData,
+        validation: InteractionData,
+        train: InteractionData,
+        test: InteractionData,
+        length: int,
+    ) -> ModelInputs:
+        """Inputs from the three parts of a split; histories keep each user's last `length` items."""
+        return cls(
+            fit=example_arrays(fit, fit),
+            validation=example_arrays(validation, fit),
+            test=example_arrays(test, train),
+            histories=user_histories(fit, length),
+            test_histories=user_histories(train, length),
+            items=train.items,
+        )
+
+
 def run_experiment(config: ExperimentConfig) -> str | None:
     """Trains, evaluates and exports; returns the bundle directory, or None on non-chief workers.
 
-    The bundle is assembled in a hidden staging directory and renamed into place
-    when complete, then `LATEST` is updated: readers never see a partial bundle.
-    Non-chief workers take part in every collective step but write to scratch.
+    Models are fitted on the training split less a validation part, which drives
+    early stopping and every choice of the list protocol (`protocol.py`); the test
+    split is scored once, at the end. The bundle is assembled in a hidden staging
+    directory and renamed into place when complete, then `LATEST` is updated:
+    readers never see a partial bundle. Non-chief workers take part in every
+    collective step but write to scratch.
     """
     config.validate()
     if config.training.cpu_devices:
@@ -56,11 +106,14 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             "use --models retrieval or add a rating column"
         )
     train, test = split(data, config.data.split, config.data.test_fraction, config.data.seed)
-    vocab = fit_vocabulary(train)
-    train_arrays, test_arrays = example_arrays(train, train), example_arrays(test, train)
+    fit, validation = split(train, config.data.split, config.data.validation_fraction, config.data.seed)
+    vocab = fit_vocabulary(fit)
+    length = config.retrieval.history_length
+    inputs = ModelInputs.build(fit, validation, train, test, length)
     log.info(
-        "%d training and %d test ratings; %d replicas",
-        train.ratings.num_rows,
+        "%d fitting, %d validation and %d test ratings; %d replicas",
+        fit.ratings.num_rows,
+        validation.ratings.num_rows,
         test.ratings.num_rows,
         strategy.num_replicas_in_sync,
     )
@@ -71,23 +124,33 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     staging = os.path.join(root, f".{version}.incomplete") if chief else tempfile.mkdtemp(prefix="recsys-worker-")
     try:
         trained = {
-            name: fit_and_evaluate(name, config, vocab, strategy, train, test, train_arrays, test_arrays, staging)
-            for name in config.training.models
+            name: fit_and_evaluate(name, config, vocab, strategy, inputs, staging) for name in config.training.models
         }
-        _write_plots(trained, test_arrays, os.path.join(staging, "plots"))
+        _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, "plots"))
         manifest = {
             "bundle_version": version,
             "models": list(trained),
             "config": config.to_dict(),
             "data_lineage": data.lineage,
-            "split": {"kind": config.data.split, "train": train.ratings.num_rows, "test": test.ratings.num_rows},
+            "split": {
+                "kind": config.data.split,
+                "fit": fit.ratings.num_rows,
+                "validation": validation.ratings.num_rows,
+                "test": test.ratings.num_rows,
+            },
             "vocabulary_sizes": vocab.sizes(),
             "feature_schema": _feature_schema(),
+            "query_policy": {"history_length": length, "query_time": "last_interaction"},
             "metrics": {name: result.metrics for name, result in trained.items()},
             "index_k": config.training.index_k,
             "num_replicas": strategy.num_replicas_in_sync,
         }
-        _export(staging, trained, train, vocab, manifest)
+        _export(staging, trained, fit, vocab, manifest)
+        if chief and any(name in TOWER_MODELS for name in trained):
+            selection, lists = protocol.evaluate_lists(staging, config, fit, validation, train, test)
+            manifest.update(reranking=selection, metrics={**manifest["metrics"], "lists": lists})
+            export.write_json(os.path.join(staging, "metrics.json"), manifest["metrics"])
+            export.update_manifest(staging, manifest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -128,70 +191,76 @@ def fit_and_evaluate(
     config: ExperimentConfig,
     vocab: FeatureVocabulary,
     strategy: tf.distribute.Strategy,
-    train: InteractionData,
-    test: InteractionData,
-    train_arrays: dict[str, np.ndarray],
-    test_arrays: dict[str, np.ndarray],
+    inputs: ModelInputs,
     run_dir: str,
 ) -> TrainedModel:
-    """Builds the named model inside `strategy.scope()`, fits it with per-replica input, evaluates it."""
+    """Builds the named model inside `strategy.scope()`, fits it with per-replica input, evaluates it.
+
+    Validation loss (RMSE for rating models) stops the fit early and picks the
+    epoch whose weights are kept; test metrics are computed after the fit.
+    """
     fit = getattr(config, name)
     with strategy.scope():
         model = build_model(name, config, vocab)
         model.compile(optimizer=build_optimizer(fit))
     batch = fit.batch_size
     train_data = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(train_arrays, batch, config.training.seed, context)
+        lambda context: make_dataset(inputs.fit, inputs.histories, batch, config.training.seed, context)
     )
-    test_data = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(test_arrays, batch, None, context)
+    validation_data = strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
     )
     callbacks = [
         tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", name)),
         tf.keras.callbacks.ModelCheckpoint(
             os.path.join(run_dir, "checkpoints", name, "epoch-{epoch:02d}"), save_weights_only=True
         ),
+        tf.keras.callbacks.EarlyStopping(
+            monitor="val_rmse" if name in RATING_MODELS else "val_loss",
+            patience=config.training.early_stopping_patience,
+            restore_best_weights=True,
+        ),
     ]
-    num_train = len(train_arrays["movie_id"])
-    steps = steps_per_epoch(num_train, batch)
+    steps = steps_per_epoch(len(inputs.fit["movie_id"]), batch)
     started = time.perf_counter()
     history = model.fit(
         train_data,
         epochs=fit.epochs,
         steps_per_epoch=steps,
-        validation_data=test_data,
-        validation_steps=steps_per_epoch(len(test_arrays["movie_id"]), batch),
+        validation_data=validation_data,
+        validation_steps=steps_per_epoch(len(inputs.validation["movie_id"]), batch),
         callbacks=callbacks,
         verbose=config.training.verbose,
     )
     seconds = time.perf_counter() - started
-    metrics = evaluate(name, model, config, vocab, train, test, test_arrays)
-    metrics["train_seconds"] = seconds
-    metrics["train_examples_per_second"] = steps * batch * fit.epochs / seconds
+    epochs = len(history.history["loss"])
+    metrics = evaluate(name, model, config, vocab, inputs)
+    metrics.update(train_seconds=seconds, epochs_run=epochs, train_examples_per_second=steps * batch * epochs / seconds)
     return TrainedModel(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, metrics)
 
 
 def evaluate(
-    name: str,
-    model: tfrs.Model,
-    config: ExperimentConfig,
-    vocab: FeatureVocabulary,
-    train: InteractionData,
-    test: InteractionData,
-    test_arrays: dict[str, np.ndarray],
+    name: str, model: tfrs.Model, config: ExperimentConfig, vocab: FeatureVocabulary, inputs: ModelInputs
 ) -> dict[str, float]:
-    """Test-split metrics: RMSE for rating models, retrieval metrics for models with towers."""
+    """Test-split metrics of one model: RMSE/MAE for rating models, the tutorials' factorized top-K for towers.
+
+    The lists the job ships are scored separately, from the bundle (`protocol.py`).
+    """
+    test = with_history(inputs.test, inputs.test_histories)
     metrics = {}
     if name in RATING_MODELS:
-        metrics.update(evaluation.rating_metrics(tf.function(model), test_arrays, vocab.rating_mean))
-    if name in ("retrieval", "multitask"):
+        predictions = evaluation.batched(tf.function(model), test)
+        metrics.update(evaluation.rating_figures(predictions, test["user_rating"], vocab.rating_mean))
+    if name in TOWER_MODELS:
+        candidate_tower = tf.function(model.candidate_tower)
+        items = feature_arrays(inputs.items, ITEM_FEATURES)
         metrics.update(
-            evaluation.retrieval_metrics(
+            evaluation.factorized_top_k(
                 tf.function(model.query_tower),
-                tf.function(model.candidate_tower),
-                train,
-                test,
-                test_arrays,
+                candidate_tower,
+                evaluation.batched(candidate_tower, items),
+                items["movie_id"],
+                evaluation.tensor_batches(test),
                 config.training.eval_ks,
             )
         )
@@ -209,10 +278,11 @@ def _item_index(trained: dict[str, TrainedModel], train: InteractionData):
 
 
 def _feature_schema() -> dict:
-    specs = tensor_specs(USER_FEATURES + CONTEXT_FEATURES + ITEM_FEATURES)
+    specs = tensor_specs(QUERY_FEATURES + ITEM_FEATURES)
     return {
         "user": list(USER_FEATURES),
         "context": list(CONTEXT_FEATURES),
+        "history": HISTORY,
         "item": list(ITEM_FEATURES),
         "dtypes": {name: spec.dtype.name for name, spec in specs.items()},
     }

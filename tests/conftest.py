@@ -50,27 +50,24 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_data, tmp_path_factory):
-    """Every model fitted for two epochs on tiny synthetic data: (config, vocab, split, {name: TrainedModel})."""
+    """Every model fitted for two epochs on tiny synthetic data: (config, vocab, inputs, {name: TrainedModel})."""
     import tensorflow as tf
 
     from recsys_core.config import MODEL_NAMES, experiment
-    from recsys_core.data.pipeline import example_arrays
     from recsys_core.data.splits import random_split
     from recsys_core.features.vocabulary import fit_vocabulary
-    from recsys_core.training import fit_and_evaluate
+    from recsys_core.training import ModelInputs, fit_and_evaluate
 
     config = experiment("smoke")
     config.training.verbose = 0
     train, test = random_split(tiny_data, 0.2, 42)
-    vocab = fit_vocabulary(train)
-    train_arrays, test_arrays = example_arrays(train, train), example_arrays(test, train)
+    fit, validation = random_split(train, 0.1, 42)
+    vocab = fit_vocabulary(fit)
+    inputs = ModelInputs.build(fit, validation, train, test, config.retrieval.history_length)
     strategy = tf.distribute.get_strategy()
     run_dir = str(tmp_path_factory.mktemp("run"))
-    trained = {
-        name: fit_and_evaluate(name, config, vocab, strategy, train, test, train_arrays, test_arrays, run_dir)
-        for name in MODEL_NAMES
-    }
-    return config, vocab, (train, test, test_arrays), trained
+    trained = {name: fit_and_evaluate(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}
+    return config, vocab, inputs, trained
 
 
 @pytest.fixture(scope="session")

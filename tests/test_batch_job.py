@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,8 +44,9 @@ def test_every_user_gets_final_k_ranked_unseen_real_items(job, ml100k):
     assert recs["user_id"].nunique() == 943
     assert (recs.groupby("user_id").size() == FINAL_K).all()
     assert (recs.groupby("user_id")["rank"].apply(list) == [list(range(1, FINAL_K + 1))] * 943).all()
-    # Re-ranked: predicted ratings never increase down the list.
-    assert (recs.groupby("user_id")["ranking_score"].diff().dropna() <= 0).all()
+    # Ordered by the final score, which blends the ranking and retrieval scores.
+    assert (recs.groupby("user_id")["score"].diff().dropna() <= 1e-6).all()
+    assert manifest["parameters"]["reranker"] in ("ranking", "dlrm", "none")
     # Scored in 2026 with a model of 1998 ratings: predictions stay on the rating scale.
     assert recs["ranking_score"].between(0.5, 5.5).all()
     assert set(recs["source"]) == {"model"}
@@ -85,28 +87,47 @@ def test_similar_items_exclude_the_item_itself(job):
 
 
 def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bundle):
+    """Recomputes every list with plain TF and numpy from the bundle's signatures and the README's policy:
+    each user queried at their last rating with their last `history_length` items, top-100 unseen by dot
+    product, then ordered by `w * z(rating) + (1 - w) * z(retrieval)` over the user's candidates."""
     _, manifest, recs = job
     model = tf.saved_model.load(f"{ml100k_bundle}/saved_model")
+    parameters = manifest["parameters"]
+    reranker, weight = parameters["reranker"], parameters["blend_weight"]
+    length = parameters["query_policy"]["history_length"]
     users, items = ml100k.users, ml100k.items
-    timestamp = manifest["parameters"]["query_timestamp"]
-    queries = model.signatures["query_embedding"](**_tensors(query_arrays(users, np.full(users.num_rows, timestamp))))
+    ratings = ml100k.ratings.to_pandas().sort_values("timestamp", kind="stable")
+    by_user = ratings.groupby("user_id")
+    user_ids = users["user_id"].to_pylist()
+    last_time = by_user["timestamp"].max()[user_ids].to_numpy()
+    recent = by_user["movie_id"].apply(lambda m: [i.encode() for i in m.tolist()[-length:]])[user_ids]
+    history = np.full((len(user_ids), max(map(len, recent))), b"", dtype=object)
+    for row, ids in enumerate(recent):
+        history[row, : len(ids)] = ids
+    queries = model.signatures["query_embedding"](**_tensors(query_arrays(users, last_time, history)))
     candidates = model.signatures["candidate_embedding"](**_tensors(feature_arrays(items, ITEM_FEATURES)))
     scores = tf.matmul(queries["embedding"], candidates["embedding"], transpose_b=True).numpy()
-    user_index = {u: i for i, u in enumerate(users["user_id"].to_pylist())}
+    user_index = {u: i for i, u in enumerate(user_ids)}
     item_index = {m: i for i, m in enumerate(items["movie_id"].to_pylist())}
-    for user, movie in zip(ml100k.ratings["user_id"].to_pylist(), ml100k.ratings["movie_id"].to_pylist(), strict=True):
+    for user, movie in zip(ratings["user_id"], ratings["movie_id"], strict=True):
         scores[user_index[user], item_index[movie]] = -np.inf
-    retrieval, top = tf.math.top_k(scores, k=100)
+    retrieval, top = (t.numpy() for t in tf.math.top_k(scores, k=100))
     rows = np.repeat(np.arange(users.num_rows), 100)
     pairs = {
-        **query_arrays(users.take(rows), np.full(len(rows), timestamp)),
-        **feature_arrays(items.take(top.numpy().ravel()), ITEM_FEATURES),
+        **query_arrays(users.take(rows), last_time[rows], history[rows]),
+        **feature_arrays(items.take(top.ravel()), ITEM_FEATURES),
     }
-    ratings = model.signatures["ranking"](**_tensors(pairs))["rating"].numpy().reshape(-1, 100)
+    inputs = json.loads((Path(ml100k_bundle) / "manifest.json").read_text())["signatures"][reranker]["inputs"]
+    rated = model.signatures[reranker](**_tensors({k: pairs[k] for k in inputs}))["rating"].numpy().reshape(-1, 100)
+
+    def z(values):
+        return (values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True)
+
+    final = weight * z(rated.astype(np.float64)) + (1 - weight) * z(retrieval.astype(np.float64))
     expected = {}
-    for row, user in enumerate(users["user_id"].to_pylist()):
-        order = np.lexsort((top.numpy()[row], -retrieval.numpy()[row], -ratings[row]))[:FINAL_K]
-        expected[user] = [items["movie_id"][int(i)].as_py() for i in top.numpy()[row][order]]
+    for row, user in enumerate(user_ids):
+        order = np.lexsort((top[row], -retrieval[row], -final[row]))[:FINAL_K]
+        expected[user] = [items["movie_id"][int(i)].as_py() for i in top[row][order]]
     ours = recs.groupby("user_id")["item_id"].apply(list).to_dict()
     assert ours == expected
 
@@ -125,14 +146,20 @@ def test_multi_process_direct_runner_gives_the_same_tables(job, ml100k_bundle, t
     np.testing.assert_allclose(again["ranking_score"], recs["ranking_score"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("flag", [["--reranker", "none"], ["--reranker", "dlrm"]])
-def test_other_rerankers(ml100k_bundle, tmp_path, flag):
-    manifest = _run(ml100k_bundle, tmp_path, "--final-k", "5", "--top-k", "10", *flag)
+@pytest.mark.parametrize(
+    ("flags", "ordered_by"),
+    [
+        (["--reranker", "none"], "retrieval_score"),
+        (["--reranker", "dlrm", "--blend-weight", "1"], "ranking_score"),
+        (["--reranker", "ranking", "--blend-weight", "0"], "retrieval_score"),
+    ],
+)
+def test_other_rerankers(ml100k_bundle, tmp_path, flags, ordered_by):
+    manifest = _run(ml100k_bundle, tmp_path, "--final-k", "5", "--top-k", "10", *flags)
     recs = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
     assert manifest["row_counts"][outputs.RECOMMENDATIONS] == 943 * 5
-    score = "retrieval_score" if flag[1] == "none" else "ranking_score"
-    assert (recs.groupby("user_id")[score].diff().dropna() <= 1e-6).all()
-    assert recs["ranking_score"].isna().all() == (flag[1] == "none")
+    assert (recs.groupby("user_id")[ordered_by].diff().dropna() <= 1e-6).all()
+    assert recs["ranking_score"].isna().all() == (flags[1] == "none")
 
 
 def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path):
@@ -179,6 +206,7 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
         (["--run-date", "2026-13-01"], "--run-date '2026-13-01' is not a date"),
         (["--final-k", "50", "--top-k", "10"], "--final-k 50 exceeds --top-k 10"),
         (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
+        (["--blend-weight", "1.5"], "--blend-weight must be within 0..1"),
         (["--top-k", "0"], "--top-k must be at least 1"),
     ],
 )

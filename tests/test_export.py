@@ -6,22 +6,24 @@ import pytest
 import tensorflow as tf
 
 from recsys_core import export
+from recsys_core.data.pipeline import with_history
 from recsys_core.evaluation import batched
-from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, feature_arrays
+from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, RATING_FEATURES, feature_arrays
 
 
 @pytest.fixture(scope="module")
 def saved(tiny_trained, tmp_path_factory):
-    config, vocab, (train, test, test_arrays), trained = tiny_trained
+    config, vocab, model_inputs, trained = tiny_trained
     models = {name: result.model for name, result in trained.items()}
-    items = feature_arrays(train.items, ITEM_FEATURES)
+    items = feature_arrays(model_inputs.items, ITEM_FEATURES)
     item_embeddings = batched(models["retrieval"].candidate_tower, items)
-    item_ids = train.items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
+    item_ids = model_inputs.items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
     module, signatures = export.build_signatures(models, item_embeddings, item_ids, k=10)
     directory = str(tmp_path_factory.mktemp("bundle"))
     export.save_bundle(directory, module, signatures, {"bundle_version": "test", "models": list(models)})
     manifest, loaded = export.load_bundle(directory)
-    inputs = {k: tf.constant(v[:50]) for k, v in test_arrays.items()}
+    test = with_history(model_inputs.test, model_inputs.test_histories)
+    inputs = {k: tf.constant(v[:50]) for k, v in test.items()}
     return models, manifest, loaded, inputs, item_embeddings, item_ids, directory
 
 
@@ -40,7 +42,8 @@ def test_embedding_signatures_reload_with_identical_outputs(saved):
 @pytest.mark.parametrize("name", ["ranking", "dlrm", "dcn", "multitask"])
 def test_rating_signatures_reload_with_identical_outputs(saved, name):
     models, _, loaded, inputs, *_ = saved
-    rating = _call(loaded, name, inputs, QUERY_FEATURES + ITEM_FEATURES)["rating"].numpy()
+    features = QUERY_FEATURES + ITEM_FEATURES if name == "multitask" else RATING_FEATURES
+    rating = _call(loaded, name, inputs, features)["rating"].numpy()
     np.testing.assert_allclose(rating, models[name](inputs).numpy(), rtol=1e-6, atol=1e-6)
 
 

@@ -39,6 +39,7 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
         users=pa.concat_tables([users.slice(0, 2), newcomer]),
         # user 1 with history; user 2 known to the model but no history today; a new id with history
         seen=[np.array([0, 1, 2]), np.array([], np.int64), np.array([49])],
+        last_seen=np.array([880_000_000, -1, 880_000_000]),
     )
     recs, embeddings, counts = recommend_block(scorer, block, index, _settings())
     assert counts == {"users_scored": 1, "fallback_users": 2, "items_excluded": 4, "users_short_of_final_k": 0}
@@ -61,6 +62,13 @@ def test_blocks_carry_every_rated_item_once_and_round_trip_through_parquet(ml100
     again = UserBlock.from_table(blocks[1].to_table())
     assert again.users.equals(blocks[1].users)
     assert all(np.array_equal(a, b) for a, b in zip(again.seen, blocks[1].seen, strict=True))
+    np.testing.assert_array_equal(again.last_seen, blocks[1].last_seen)
+    # Seen items run oldest first, and the last one was rated at `last_seen`: user "1" by hand from u.data.
+    ratings = ml100k.ratings.filter(pa.compute.equal(ml100k.ratings["user_id"], "1")).to_pandas()
+    ratings = ratings.sort_values("timestamp", kind="stable")
+    items = ml100k.items["movie_id"].to_pylist()
+    assert [items[i] for i in blocks[0].seen[0]] == ratings["movie_id"].tolist()
+    assert blocks[0].last_seen[0] == ratings["timestamp"].max()
 
 
 def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
@@ -77,7 +85,7 @@ def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
 
 def test_a_block_of_only_new_users_is_all_fallback(scorer, index, ml100k):
     newcomers = ml100k.users.slice(0, 2).set_column(0, "user_id", pa.array(["new-a", "new-b"]))
-    block = UserBlock(users=newcomers, seen=[np.array([], np.int64), np.array([], np.int64)])
+    block = UserBlock(newcomers, seen=[np.array([], np.int64), np.array([], np.int64)], last_seen=np.array([-1, -1]))
     recs, _, counts = recommend_block(scorer, block, index, _settings())
     assert counts["fallback_users"] == 2 and recs.num_rows == 20
     assert set(recs["source"].to_pylist()) == {FALLBACK_SOURCE}

@@ -1,6 +1,6 @@
 import numpy as np
 
-from recsys_core.scoring import rerank, top_k_unseen
+from recsys_core.scoring import blend, rerank, top_k_unseen
 
 
 def test_top_k_unseen_matches_brute_force_and_refills():
@@ -30,3 +30,18 @@ def test_rerank_orders_by_ranking_then_retrieval_then_item():
     retrieval = np.array([[0.3, 0.1, 0.3, 0.9, -np.inf]])
     order = rerank(candidates, ranking, retrieval, final_k=5)
     assert candidates[0, order[0]].tolist() == [9, 7, 2, 5, -1]
+
+
+def test_blend_mixes_per_row_z_scores_and_keeps_retrieval_order_for_unrated_rows():
+    # Row 0: ranking [3, 5, 4] has z = [-1.2247, 1.2247, 0]; retrieval [2, 0, 1] has z = [1.2247, -1.2247, 0].
+    ranking = np.array([[3.0, 5.0, 4.0], [np.nan, np.nan, np.nan]])
+    retrieval = np.array([[2.0, 0.0, 1.0], [0.5, 0.7, 0.1]])
+    valid = np.array([[True, True, True], [True, True, False]])
+    z = np.sqrt(1.5)
+    np.testing.assert_allclose(blend(ranking, retrieval, valid, 1.0)[0], [-z, z, 0.0])
+    np.testing.assert_allclose(blend(ranking, retrieval, valid, 0.0)[0], [z, -z, 0.0])
+    np.testing.assert_allclose(blend(ranking, retrieval, valid, 0.25)[0], [0.5 * z, -0.5 * z, 0.0])
+    # Row 1 (a fallback): no ranking scores, retrieval z over the two valid slots, -inf at the empty one.
+    np.testing.assert_allclose(blend(ranking, retrieval, valid, 0.8)[1], [-1.0, 1.0, -np.inf])
+    order = rerank(np.array([[4, 8, 6]]), blend(ranking, retrieval, valid, 0.75)[:1], retrieval[:1], final_k=3)
+    assert order.tolist() == [[1, 2, 0]]  # 0.75 * z(ranking) wins over 0.25 * z(retrieval)

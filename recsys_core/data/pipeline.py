@@ -6,21 +6,26 @@ import numpy as np
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from recsys_core.data.tables import InteractionData, item_counts
-from recsys_core.features.schema import ITEM_FEATURES, LABEL, QUERY_FEATURES, feature_arrays
+from recsys_core.data.tables import InteractionData, group_by_user, item_counts
+from recsys_core.features.history import history_matrix, item_id_bytes
+from recsys_core.features.schema import HISTORY, LABEL, RATING_FEATURES, feature_arrays
 from recsys_core.models.retrieval import CANDIDATE_PROBABILITY
 
-EXAMPLE_FEATURES = QUERY_FEATURES + ITEM_FEATURES + (LABEL,)
+EXAMPLE_FEATURES = RATING_FEATURES + (LABEL,)
+HISTORY_ROW = "history_row"
 
 
 def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, np.ndarray]:
-    """Model inputs for every rating of `split`, plus each movie's training frequency.
+    """Model inputs for every rating of `split`, each movie's training frequency and the user's history row.
 
     `candidate_probability` is the share of training ratings that name the movie
     (the in-batch sampling probability for logQ correction); movies absent from
-    training get the probability of one rating.
+    training get the probability of one rating. `history_row` is the user's row
+    in `user_histories(train, ...)`, which `with_history` turns into `user_history`.
     """
     arrays = feature_arrays(split.examples, EXAMPLE_FEATURES)
+    users = train.users["user_id"].combine_chunks()
+    arrays[HISTORY_ROW] = pc.index_in(split.ratings["user_id"], value_set=users).to_numpy()
     items = split.items["movie_id"]
     frequency = np.maximum(item_counts(train.ratings, items), 1.0)
     per_example = frequency[pc.index_in(split.ratings["movie_id"], value_set=items).to_numpy()]
@@ -28,8 +33,26 @@ def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, 
     return arrays
 
 
+def user_histories(train: InteractionData, length: int) -> np.ndarray:
+    """`[users, n]` ids of each user's last `length` training items (rows of `train.users`), padded with b""."""
+    seen, _ = group_by_user(train.ratings, train.users["user_id"], train.items["movie_id"])
+    return history_matrix(seen, item_id_bytes(train.items["movie_id"]), length)
+
+
+def with_history(batch: dict, histories) -> dict:
+    """Replaces `history_row` `[batch]` by the rows of `histories` it names (`user_history` `[batch, n]`).
+
+    Works on numpy arrays and on tensors alike.
+    """
+    batch = dict(batch)
+    rows = batch.pop(HISTORY_ROW)
+    batch[HISTORY] = histories[rows] if isinstance(histories, np.ndarray) else tf.gather(histories, rows)
+    return batch
+
+
 def make_dataset(
     arrays: dict[str, np.ndarray],
+    histories: np.ndarray,
     global_batch_size: int,
     shuffle_seed: int | None,
     input_context: tf.distribute.InputContext | None = None,
@@ -37,7 +60,8 @@ def make_dataset(
     """A repeated, batched dataset of feature dicts for one input pipeline.
 
     Args:
-        arrays: name -> `[rows, ...]` numpy arrays.
+        arrays: name -> `[rows, ...]` numpy arrays, with `history_row`.
+        histories: `[users, n]` from `user_histories`.
         global_batch_size: batch size summed over replicas.
         shuffle_seed: shuffles every epoch with this seed; None keeps the order.
         input_context: from `distribute_datasets_from_function`; shards the rows
@@ -45,6 +69,7 @@ def make_dataset(
     """
     num_rows = len(next(iter(arrays.values())))
     tensors = {name: tf.constant(values) for name, values in arrays.items()}
+    history_tensor = tf.constant(histories)
     rows = tf.data.Dataset.range(num_rows)
     batch_size = global_batch_size
     if input_context is not None:
@@ -54,7 +79,10 @@ def make_dataset(
         rows = rows.shuffle(num_rows, seed=shuffle_seed, reshuffle_each_iteration=True)
     # Gather whole batches of rows: far cheaper than slicing the arrays row by row.
     batches = rows.repeat().batch(batch_size, drop_remainder=True)
-    gather = lambda indices: {name: tf.gather(values, indices) for name, values in tensors.items()}  # noqa: E731
+
+    def gather(indices):
+        return with_history({name: tf.gather(values, indices) for name, values in tensors.items()}, history_tensor)
+
     return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 

@@ -131,13 +131,14 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
             ratings of other users or items are skipped.
 
     Returns:
-        per user, item indices into `item_ids` `[n_u]` and timestamps `[n_u]`.
+        per user, item indices into `item_ids` `[n_u]` and timestamps `[n_u]`,
+        oldest first (ties in table order).
     """
     user_rows = _positions(ratings["user_id"], user_ids)
     item_rows = _positions(ratings["movie_id"], item_ids)
     keep = (user_rows >= 0) & (item_rows >= 0)
     user_rows, item_rows, times = user_rows[keep], item_rows[keep], ratings["timestamp"].to_numpy()[keep]
-    order = np.argsort(user_rows, kind="stable")
+    order = np.lexsort((times, user_rows))
     bounds = np.searchsorted(user_rows[order], np.arange(len(user_ids) + 1))
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
     return [item_rows[order[a:b]] for a, b in spans], [times[order[a:b]] for a, b in spans]

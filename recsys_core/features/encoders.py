@@ -12,7 +12,7 @@ import math
 import tensorflow as tf
 
 from recsys_core.data.tables import AGE_BUCKETS
-from recsys_core.features.schema import GENRE_PADDING
+from recsys_core.features.schema import GENRE_PADDING, HISTORY, HISTORY_PADDING
 from recsys_core.features.vocabulary import FeatureVocabulary
 
 _SECONDS_PER_HOUR = 3600.0
@@ -60,7 +60,13 @@ def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 
 
 class QueryEncoder(tf.keras.layers.Layer):
-    """User id, demographics and time context -> `[batch, width]`."""
+    """User id, demographics, time context and history -> `[batch, width]`.
+
+    The history is the mean embedding of the user's recent items (`user_history`,
+    `[batch, n]` ids padded with b""). When the features also name an item
+    (`movie_id`: a training example or a rated pair), that item is left out of
+    its own history, so training never sees the answer in the question.
+    """
 
     def __init__(
         self,
@@ -68,6 +74,7 @@ class QueryEncoder(tf.keras.layers.Layer):
         embedding_dim: int,
         use_user_features: bool = True,
         use_time: bool = True,
+        use_history: bool = False,
         l2: float = 0.0,
         **kwargs,
     ) -> None:
@@ -76,6 +83,10 @@ class QueryEncoder(tf.keras.layers.Layer):
         self._vocab = vocab
         self._use_user_features = use_user_features
         self._use_time = use_time
+        self._use_history = use_history
+        if use_history:
+            self.history_lookup = string_lookup(vocab.movie_ids)
+            self.history_embedding = embedding(len(vocab.movie_ids) + 1, embedding_dim, l2)
         self.user_lookup = string_lookup(vocab.user_ids)
         self.user_embedding = embedding(len(vocab.user_ids) + 1, embedding_dim, l2)
         if use_user_features:
@@ -112,6 +123,12 @@ class QueryEncoder(tf.keras.layers.Layer):
                 self.time_embedding(self.time_bucket(tf.cast(timestamp, tf.float64))),
                 normalized(timestamp, vocab.timestamp_mean, vocab.timestamp_std, vocab.timestamp_range),
             ]
+        if self._use_history:
+            history = features[HISTORY]
+            keep = history != HISTORY_PADDING
+            if "movie_id" in features:
+                keep &= history != features["movie_id"][:, None]
+            parts.append(masked_mean(self.history_embedding(self.history_lookup(history)), keep))
         return tf.concat(parts, axis=1)
 
 

@@ -1,8 +1,10 @@
 """Model input features: names, tensor specs, and Arrow -> numpy conversion.
 
-Models take a dict of raw canonical features (as in TFDS MovieLens). The only
-change is `movie_genres`, a ragged list in the tables, which models receive as
-a dense `[batch, max_genres]` int64 matrix padded with -1.
+Models take a dict of raw canonical features (as in TFDS MovieLens). Two are
+not columns of the tables: `movie_genres`, a ragged list there, which models
+receive as a dense `[batch, max_genres]` int64 matrix padded with -1, and
+`user_history`, the ids of the user's most recent interactions `[batch, n]`
+padded with b"", which the query tower reads (built by `history.py`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,12 @@ USER_FEATURES = (
     "user_zip_code",
 )
 CONTEXT_FEATURES = ("timestamp",)
-QUERY_FEATURES = USER_FEATURES + CONTEXT_FEATURES
+HISTORY = "user_history"
+HISTORY_PADDING = b""
+# What the query tower reads; rating models read RATING_FEATURES.
+QUERY_FEATURES = USER_FEATURES + CONTEXT_FEATURES + (HISTORY,)
 ITEM_FEATURES = ("movie_id", "movie_title", "movie_genres")
+RATING_FEATURES = USER_FEATURES + CONTEXT_FEATURES + ITEM_FEATURES
 LABEL = "user_rating"
 GENRE_PADDING = -1
 
@@ -36,15 +42,17 @@ _DTYPES = {
     "movie_title": "string",
     "movie_genres": "int64",
     "user_rating": "float32",
+    HISTORY: "string",
 }
+_MATRICES = ("movie_genres", HISTORY)
 
 
 def tensor_specs(names: tuple[str, ...]) -> dict:
-    """`tf.TensorSpec`s for a signature taking the named features: `[batch]`, genres `[batch, None]`."""
+    """`tf.TensorSpec`s for a signature taking the named features: `[batch]`, genres and history `[batch, None]`."""
     import tensorflow as tf
 
     return {
-        name: tf.TensorSpec([None, None] if name == "movie_genres" else [None], tf.as_dtype(_DTYPES[name]), name=name)
+        name: tf.TensorSpec([None, None] if name in _MATRICES else [None], tf.as_dtype(_DTYPES[name]), name=name)
         for name in names
     }
 
@@ -76,8 +84,15 @@ def pad_genres(genres: list[list[int]]) -> np.ndarray:
     return padded
 
 
-def query_arrays(users: pa.Table, timestamps: np.ndarray) -> dict[str, np.ndarray]:
-    """Query-tower inputs for each row of a users table at the given `[rows]` timestamps (seconds)."""
+def query_arrays(users: pa.Table, timestamps: np.ndarray, history: np.ndarray) -> dict[str, np.ndarray]:
+    """Query-tower inputs for each row of a users table.
+
+    Args:
+        users: rows of the users table.
+        timestamps: `[rows]` query times, seconds.
+        history: `[rows, n]` object array of item ids (bytes), padded with b"".
+    """
     arrays = feature_arrays(users, USER_FEATURES)
     arrays["timestamp"] = np.asarray(timestamps, dtype=np.int64)
+    arrays[HISTORY] = history
     return arrays

