@@ -26,6 +26,8 @@ Embed = Callable[[dict[str, tf.Tensor]], tf.Tensor]
 LIKED_RATING = 4.0  # the second relevance definition: held-out items rated at least this
 LIST_KS = (10, 20, 100)
 CURVE_KS = (1, 5, 10, 20, 50, 100)
+# Training-popularity bins (interaction counts, inclusive upper bounds) of the exposure figures.
+POPULARITY_BINS = {"1-10": 10, "11-50": 50, "51-100": 100, "101-200": 200, "201+": np.inf}
 
 
 def tensor_batches(arrays: dict[str, np.ndarray], batch_size: int = 4096) -> list[dict[str, tf.Tensor]]:
@@ -124,7 +126,20 @@ def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict
         **metrics.beyond_accuracy(
             top, items.num_rows, held_out.popularity, genre_vectors(items), min(beyond_k, top.shape[1])
         ),
+        **popularity_shares(top[:, :beyond_k], held_out.popularity),
     }
+
+
+def popularity_shares(top: np.ndarray, popularity: np.ndarray) -> dict[str, float]:
+    """Share of the recommended slots of `top` `[users, k]` whose item's training count falls in each bin.
+
+    Items never seen in training count in the first bin.
+    """
+    counts = popularity[top[top >= 0]]
+    bounds = np.array(list(POPULARITY_BINS.values()))
+    bins = np.searchsorted(bounds, counts, side="left")
+    shares = np.bincount(bins, minlength=len(bounds)) / max(len(counts), 1)
+    return {f"popularity_share_{label}": float(share) for label, share in zip(POPULARITY_BINS, shares, strict=True)}
 
 
 def genre_vectors(items: pa.Table) -> np.ndarray:

@@ -76,10 +76,14 @@ def build_signatures(
         signatures.update(query_embedding=query_embedding, candidate_embedding=candidate_embedding, retrieve=retrieve)
     for name in RATING_SIGNATURES:
         if name in models:
-            # The multitask rating head reads the query tower, and so the history.
-            features = QUERY_FEATURES + ITEM_FEATURES if name == "multitask" else RATING_FEATURES
+            features = QUERY_FEATURES + ITEM_FEATURES if reads_history(models[name]) else RATING_FEATURES
             signatures[name] = _rating_signature(models[name], features)
     return module, signatures
+
+
+def reads_history(model: tf.keras.Model) -> bool:
+    """Whether any query encoder inside `model` reads `user_history`."""
+    return any(getattr(layer, "_use_history", False) for layer in model.submodules)
 
 
 def _rating_signature(model: tfrs.Model, features: tuple[str, ...]):

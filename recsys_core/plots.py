@@ -37,7 +37,7 @@ def plot_history(name: str, history: dict[str, list[float]], path: str) -> None:
         epochs = np.arange(1, len(history[metric]) + 1)
         axis.plot(epochs, history[metric], marker="o", label="train")
         if f"val_{metric}" in history:
-            axis.plot(epochs, history[f"val_{metric}"], marker="o", label="test")
+            axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         axis.set(title=f"{name}: {metric}", xlabel="epoch")
         axis.legend()
     _save(figure, path)

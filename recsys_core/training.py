@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class TrainedModel:
-    """A fitted model with its per-epoch history, test metrics and timing."""
+    """A fitted model with its per-epoch history and metrics (training figures, then test figures)."""
 
     model: tfrs.Model
     history: dict[str, list[float]]
@@ -47,38 +47,38 @@ class TrainedModel:
 
 @dataclasses.dataclass(frozen=True)
 class ModelInputs:
-    """What every model trains and is checked on.
+    """What a model trains on, is stopped by and is tested on.
 
     Attributes:
-        fit, validation, test: `example_arrays` of the fitting part of the training
-            split, of the validation part carved from it, and of the test split.
-        histories: `[users, n]` history ids from the fitting part (`user_histories`).
-        test_histories: the same from the whole training split, for test examples.
+        train: `example_arrays` of the examples the model fits.
+        validation: those of the examples that stop it early, or None (refit: fixed epochs).
+        histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
+        test, test_histories: the test examples, with histories from the whole training split.
+        items: the item catalogue.
     """
 
-    fit: dict[str, np.ndarray]
-    validation: dict[str, np.ndarray]
-    test: dict[str, np.ndarray]
+    train: dict[str, np.ndarray]
+    validation: dict[str, np.ndarray] | None
     histories: np.ndarray
+    test: dict[str, np.ndarray]
     test_histories: np.ndarray
     items: pa.Table
 
     @classmethod
-    def build(
-        cls,
-        fit: InteractionData,
-        validation: InteractionData,
-        train: InteractionData,
-        test: InteractionData,
-        length: int,
-    ) -> ModelInputs:
-        """Inputs from the three parts of a split; histories keep each user's last `length` items."""
+    def build(cls, train: InteractionData, validation: InteractionData | None, test: InteractionData, length: int):
+        """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
+
+        Test histories come from `train` plus `validation`: every interaction before the test split.
+        """
+        seen = (
+            train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
+        )
         return cls(
-            fit=example_arrays(fit, fit),
-            validation=example_arrays(validation, fit),
-            test=example_arrays(test, train),
-            histories=user_histories(fit, length),
-            test_histories=user_histories(train, length),
+            train=example_arrays(train, train),
+            validation=None if validation is None else example_arrays(validation, train),
+            histories=user_histories(train, length),
+            test=example_arrays(test, seen),
+            test_histories=user_histories(seen, length),
             items=train.items,
         )
 
@@ -86,12 +86,16 @@ class ModelInputs:
 def run_experiment(config: ExperimentConfig) -> str | None:
     """Trains, evaluates and exports; returns the bundle directory, or None on non-chief workers.
 
-    Models are fitted on the training split less a validation part, which drives
-    early stopping and every choice of the list protocol (`protocol.py`); the test
-    split is scored once, at the end. The bundle is assembled in a hidden staging
-    directory and renamed into place when complete, then `LATEST` is updated:
-    readers never see a partial bundle. Non-chief workers take part in every
-    collective step but write to scratch.
+    1. Every model is fitted on the training split less a validation part, which
+       stops it early (`protocol.py` then chooses the re-ranker and its blend
+       weight on that validation part, from a bundle of these models).
+    2. With `training.refit` (the default), every model is fitted again on the
+       whole training split for its best number of epochs.
+    3. The test split is scored once, at the end, with the final models.
+
+    The bundle is assembled in a hidden staging directory and renamed into place
+    when complete, then `LATEST` is updated: readers never see a partial bundle.
+    Non-chief workers take part in every collective step but write to scratch.
     """
     config.validate()
     if config.training.cpu_devices:
@@ -107,9 +111,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         )
     train, test = split(data, config.data.split, config.data.test_fraction, config.data.seed)
     fit, validation = split(train, config.data.split, config.data.validation_fraction, config.data.seed)
-    vocab = fit_vocabulary(fit)
     length = config.retrieval.history_length
-    inputs = ModelInputs.build(fit, validation, train, test, length)
     log.info(
         "%d fitting, %d validation and %d test ratings; %d replicas",
         fit.ratings.num_rows,
@@ -122,33 +124,52 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     version = export.new_version()
     root = os.path.abspath(config.training.output_dir)
     staging = os.path.join(root, f".{version}.incomplete") if chief else tempfile.mkdtemp(prefix="recsys-worker-")
+    manifest = {
+        "bundle_version": version,
+        "models": list(config.training.models),
+        "config": config.to_dict(),
+        "data_lineage": data.lineage,
+        "split": {
+            "kind": config.data.split,
+            "fit": fit.ratings.num_rows,
+            "validation": validation.ratings.num_rows,
+            "test": test.ratings.num_rows,
+            "refit_on_train": config.training.refit,
+        },
+        "feature_schema": _feature_schema(),
+        "query_policy": {"history_length": length, "query_time": "last_interaction"},
+        "index_k": config.training.index_k,
+        "num_replicas": strategy.num_replicas_in_sync,
+    }
+    towers = any(name in TOWER_MODELS for name in config.training.models)
     try:
-        trained = {
-            name: fit_and_evaluate(name, config, vocab, strategy, inputs, staging) for name in config.training.models
-        }
+        vocab = fit_vocabulary(fit)
+        inputs = ModelInputs.build(fit, validation, test, length)
+        trained = {name: fit_model(name, config, vocab, strategy, inputs, staging) for name in config.training.models}
         _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, "plots"))
-        manifest = {
-            "bundle_version": version,
-            "models": list(trained),
-            "config": config.to_dict(),
-            "data_lineage": data.lineage,
-            "split": {
-                "kind": config.data.split,
-                "fit": fit.ratings.num_rows,
-                "validation": validation.ratings.num_rows,
-                "test": test.ratings.num_rows,
-            },
-            "vocabulary_sizes": vocab.sizes(),
-            "feature_schema": _feature_schema(),
-            "query_policy": {"history_length": length, "query_time": "last_interaction"},
-            "metrics": {name: result.metrics for name, result in trained.items()},
-            "index_k": config.training.index_k,
-            "num_replicas": strategy.num_replicas_in_sync,
-        }
-        _export(staging, trained, fit, vocab, manifest)
-        if chief and any(name in TOWER_MODELS for name in trained):
-            selection, lists = protocol.evaluate_lists(staging, config, fit, validation, train, test)
-            manifest.update(reranking=selection, metrics={**manifest["metrics"], "lists": lists})
+        selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
+        _export(selection_bundle, trained, fit.items, vocab, {**manifest, "metrics": {}})
+        if chief and towers:
+            manifest["reranking"] = protocol.select(selection_bundle, config, fit, validation)
+        if config.training.refit:
+            shutil.rmtree(selection_bundle, ignore_errors=True)
+            vocab = fit_vocabulary(train)
+            inputs = ModelInputs.build(train, None, test, length)
+            trained = {
+                name: fit_model(name, config, vocab, strategy, inputs, staging, epochs=result.metrics["best_epoch"])
+                for name, result in trained.items()
+            }
+        for name, result in trained.items():
+            result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
+        manifest["metrics"] = {name: result.metrics for name, result in trained.items()}
+        manifest["vocabulary_sizes"] = vocab.sizes()
+        _export(staging, trained, train.items, vocab, manifest)
+        if chief:
+            manifest["metrics"]["baselines"] = protocol.rating_baselines(train, test)
+            if towers:
+                manifest["metrics"]["lists"] = protocol.lists_on_test(
+                    staging, config, manifest["reranking"], train, test
+                )
             export.write_json(os.path.join(staging, "metrics.json"), manifest["metrics"])
             export.update_manifest(staging, manifest)
     except BaseException:
@@ -164,6 +185,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
 
 
 def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.ndarray], directory: str) -> None:
+    """Training curves (with validation) and DLRM/DCN interaction heatmaps."""
     os.makedirs(directory, exist_ok=True)
     for name, result in trained.items():
         plots.plot_history(name, result.history, os.path.join(directory, f"{name}_training.png"))
@@ -175,67 +197,81 @@ def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.nda
 
 
 def _export(
-    staging: str, trained: dict[str, TrainedModel], train: InteractionData, vocab: FeatureVocabulary, manifest: dict
+    directory: str, trained: dict[str, TrainedModel], items: pa.Table, vocab: FeatureVocabulary, manifest: dict
 ) -> None:
-    item_embeddings, item_ids = _item_index(trained, train)
+    item_embeddings, item_ids = _item_index(trained, items)
     models = {name: result.model for name, result in trained.items()}
     module, signatures = export.build_signatures(models, item_embeddings, item_ids, manifest["index_k"])
-    export.write_json(os.path.join(staging, "metrics.json"), manifest["metrics"])
-    export.write_json(os.path.join(staging, "config.json"), manifest["config"])
-    export.write_text(os.path.join(staging, "vocabulary.json"), vocab.to_json())
-    export.save_bundle(staging, module, signatures, manifest)
+    os.makedirs(directory, exist_ok=True)
+    export.write_json(os.path.join(directory, "metrics.json"), manifest["metrics"])
+    export.write_json(os.path.join(directory, "config.json"), manifest["config"])
+    export.write_text(os.path.join(directory, "vocabulary.json"), vocab.to_json())
+    export.save_bundle(directory, module, signatures, manifest)
 
 
-def fit_and_evaluate(
+def fit_model(
     name: str,
     config: ExperimentConfig,
     vocab: FeatureVocabulary,
     strategy: tf.distribute.Strategy,
     inputs: ModelInputs,
     run_dir: str,
+    epochs: int | None = None,
 ) -> TrainedModel:
-    """Builds the named model inside `strategy.scope()`, fits it with per-replica input, evaluates it.
+    """Builds the named model inside `strategy.scope()` and fits it with per-replica input.
 
-    Validation loss (RMSE for rating models) stops the fit early and picks the
-    epoch whose weights are kept; test metrics are computed after the fit.
+    With validation inputs, the validation loss (RMSE for rating models) stops the
+    fit early and picks the epoch whose weights are kept; without (a refit), the
+    model trains for `epochs`.
     """
     fit = getattr(config, name)
     with strategy.scope():
         model = build_model(name, config, vocab)
         model.compile(optimizer=build_optimizer(fit))
     batch = fit.batch_size
+    stage = name if inputs.validation is not None else f"{name}-refit"
     train_data = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(inputs.fit, inputs.histories, batch, config.training.seed, context)
-    )
-    validation_data = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
+        lambda context: make_dataset(inputs.train, inputs.histories, batch, config.training.seed, context)
     )
     callbacks = [
-        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", name)),
+        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", stage)),
         tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", name, "epoch-{epoch:02d}"), save_weights_only=True
-        ),
-        tf.keras.callbacks.EarlyStopping(
-            monitor="val_rmse" if name in RATING_MODELS else "val_loss",
-            patience=config.training.early_stopping_patience,
-            restore_best_weights=True,
+            os.path.join(run_dir, "checkpoints", stage, "epoch-{epoch:02d}"), save_weights_only=True
         ),
     ]
-    steps = steps_per_epoch(len(inputs.fit["movie_id"]), batch)
+    validation = {}
+    monitor = "val_rmse" if name in RATING_MODELS else "val_loss"
+    if inputs.validation is not None:
+        validation = dict(
+            validation_data=strategy.distribute_datasets_from_function(
+                lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
+            ),
+            validation_steps=steps_per_epoch(len(inputs.validation["movie_id"]), batch),
+        )
+        callbacks.append(
+            tf.keras.callbacks.EarlyStopping(
+                monitor=monitor, patience=config.training.early_stopping_patience, restore_best_weights=True
+            )
+        )
+    steps = steps_per_epoch(len(inputs.train["movie_id"]), batch)
     started = time.perf_counter()
     history = model.fit(
         train_data,
-        epochs=fit.epochs,
+        epochs=epochs or fit.epochs,
         steps_per_epoch=steps,
-        validation_data=validation_data,
-        validation_steps=steps_per_epoch(len(inputs.validation["movie_id"]), batch),
         callbacks=callbacks,
         verbose=config.training.verbose,
+        **validation,
     )
     seconds = time.perf_counter() - started
-    epochs = len(history.history["loss"])
-    metrics = evaluate(name, model, config, vocab, inputs)
-    metrics.update(train_seconds=seconds, epochs_run=epochs, train_examples_per_second=steps * batch * epochs / seconds)
+    epochs_run = len(history.history["loss"])
+    metrics = {"train_seconds": seconds, "epochs_run": epochs_run}
+    metrics["train_examples_per_second"] = steps * batch * epochs_run / seconds
+    if monitor in history.history:
+        metrics["best_epoch"] = int(np.argmin(history.history[monitor])) + 1
+        metrics[f"best_{monitor}"] = float(np.min(history.history[monitor]))
+    else:
+        metrics["best_epoch"] = epochs_run
     return TrainedModel(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, metrics)
 
 
@@ -267,14 +303,12 @@ def evaluate(
     return metrics
 
 
-def _item_index(trained: dict[str, TrainedModel], train: InteractionData):
+def _item_index(trained: dict[str, TrainedModel], items: pa.Table):
     towers = trained.get("retrieval") or trained.get("multitask")
     if towers is None:
         return None, None
-    embeddings = evaluation.batched(
-        tf.function(towers.model.candidate_tower), feature_arrays(train.items, ITEM_FEATURES)
-    )
-    return embeddings, train.items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
+    embeddings = evaluation.batched(tf.function(towers.model.candidate_tower), feature_arrays(items, ITEM_FEATURES))
+    return embeddings, items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
 
 
 def _feature_schema() -> dict:

@@ -56,17 +56,19 @@ def tiny_trained(tiny_data, tmp_path_factory):
     from recsys_core.config import MODEL_NAMES, experiment
     from recsys_core.data.splits import random_split
     from recsys_core.features.vocabulary import fit_vocabulary
-    from recsys_core.training import ModelInputs, fit_and_evaluate
+    from recsys_core.training import ModelInputs, evaluate, fit_model
 
     config = experiment("smoke")
     config.training.verbose = 0
     train, test = random_split(tiny_data, 0.2, 42)
     fit, validation = random_split(train, 0.1, 42)
     vocab = fit_vocabulary(fit)
-    inputs = ModelInputs.build(fit, validation, train, test, config.retrieval.history_length)
+    inputs = ModelInputs.build(fit, validation, test, config.retrieval.history_length)
     strategy = tf.distribute.get_strategy()
     run_dir = str(tmp_path_factory.mktemp("run"))
-    trained = {name: fit_and_evaluate(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}
+    trained = {name: fit_model(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}
+    for name, result in trained.items():
+        result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
     return config, vocab, inputs, trained
 
 

@@ -8,7 +8,7 @@ import tensorflow_recommenders as tfrs
 from recsys_core.config import MODEL_NAMES, ExperimentConfig, FitConfig, RetrievalConfig
 from recsys_core.features.encoders import ItemEncoder, QueryEncoder
 from recsys_core.features.vocabulary import FeatureVocabulary
-from recsys_core.models.dlrm import DlrmEmbeddings, DlrmScorer
+from recsys_core.models.dlrm import CrossHead, DlrmEmbeddings, DlrmScorer, DotInteractionHead
 from recsys_core.models.multitask import MultitaskModel
 from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_task
 from recsys_core.models.retrieval import RetrievalModel, Tower
@@ -27,7 +27,7 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
     if name == "ranking":
         cfg = config.ranking
         scorer = RankingScorer(
-            QueryEncoder(vocab, cfg.embedding_dim, l2=cfg.l2),
+            QueryEncoder(vocab, cfg.embedding_dim, use_time=cfg.use_time, use_history=cfg.use_history, l2=cfg.l2),
             ItemEncoder(vocab, cfg.embedding_dim, l2=cfg.l2),
             IdBias("user_id", vocab.user_ids, cfg.l2),
             IdBias("movie_id", vocab.movie_ids, cfg.l2),
@@ -39,8 +39,9 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
     if name in ("dlrm", "dcn"):
         cfg = getattr(config, name)
         embeddings = DlrmEmbeddings(vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2)
-        interaction = "dot" if name == "dlrm" else "cross"
-        scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, cfg.cross_layers, vocab.rating_mean)
+        interaction = DotInteractionHead() if name == "dlrm" else CrossHead(cfg.cross_layers)
+        biases = (IdBias("user_id", vocab.user_ids, cfg.l2), IdBias("movie_id", vocab.movie_ids, cfg.l2))
+        scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, biases, vocab.rating_mean)
         return RatingModel(scorer, rating_task(cfg.batch_size))
     if name == "multitask":
         cfg = config.multitask

@@ -1,10 +1,12 @@
 """DLRM (dot interaction) and DCN (cross layers) rating scorers.
 
 As in the KerasRS DLRM tutorial: categorical features (user_id, movie_id,
-gender, zip code, occupation) are embedded; continuous features (raw age, sin/cos
-of hour of day and hour of week) go through a bottom MLP to the embedding width;
-`DotInteraction` takes all pairwise dot products; a top MLP predicts the rating.
-The DCN variant feeds the concatenated features through `Cross` layers instead.
+gender, zip code, occupation, and the movie's genres as a mean embedding) are
+embedded; continuous features (raw age, sin/cos of hour of day and hour of week)
+go through a bottom MLP to the embedding width; `DotInteraction` takes all
+pairwise dot products; a top MLP predicts the rating, to which user and item
+biases are added. The DCN variant feeds the concatenated features through
+`Cross` layers instead (`CrossHead`).
 """
 
 from __future__ import annotations
@@ -12,12 +14,20 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.encoders import cyclic_time, embedding, known_category, normalized, string_lookup
+from recsys_core.features.encoders import (
+    cyclic_time,
+    embedding,
+    known_category,
+    masked_mean,
+    normalized,
+    string_lookup,
+)
+from recsys_core.features.schema import GENRE_PADDING
 from recsys_core.features.vocabulary import FeatureVocabulary
 
 CATEGORICAL_FEATURES = ("user_id", "movie_id", "user_gender", "user_zip_code", "user_occupation_label")
-# Names of the DotInteraction inputs, in order: the bottom MLP output first.
-INTERACTION_INPUTS = ("dense",) + CATEGORICAL_FEATURES
+# Names of the interaction inputs, in order: the bottom MLP output first, the mean genre embedding last.
+INTERACTION_INPUTS = ("dense",) + CATEGORICAL_FEATURES + ("movie_genres",)
 
 
 class DlrmEmbeddings(tf.keras.layers.Layer):
@@ -41,6 +51,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
             "user_zip_code": embedding(len(vocab.zip_codes) + 1, embedding_dim, l2),
             "user_occupation_label": embedding(vocab.num_occupations + 1, embedding_dim, l2),
         }
+        self.genre_embedding = embedding(vocab.num_genres + 1, embedding_dim, l2)
         self.bottom = tfrs.layers.blocks.MLP(list(bottom_layers) + [embedding_dim], final_activation="relu")
 
     def call(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
@@ -59,46 +70,69 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
             ],
             axis=1,
         )
-        return [self.bottom(continuous)] + [self.embeddings[name](indices[name]) for name in CATEGORICAL_FEATURES]
+        genres = features["movie_genres"]  # [batch, max_genres], padded with -1
+        known = (genres > GENRE_PADDING) & (genres < vocab.num_genres)
+        genre = masked_mean(self.genre_embedding(tf.where(known, genres + 1, 0)), known)
+        categorical = [self.embeddings[name](indices[name]) for name in CATEGORICAL_FEATURES]
+        return [self.bottom(continuous)] + categorical + [genre]
+
+
+class DotInteractionHead(tf.keras.layers.Layer):
+    """DLRM's interaction: the bottom-MLP vector beside all pairwise dot products, `[batch, d + n(n-1)/2]`."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dot = tfrs.layers.feature_interaction.DotInteraction()
+
+    def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
+        return tf.concat([vectors[0], self.dot(vectors)], axis=1)
+
+
+class CrossHead(tf.keras.layers.Layer):
+    """DCN's interaction: `num_layers` `Cross` layers over the concatenated vectors, `[batch, n * d]`."""
+
+    def __init__(self, num_layers: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.cross = [tfrs.layers.feature_interaction.Cross() for _ in range(num_layers)]
+
+    def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
+        x0 = hidden = tf.concat(vectors, axis=1)
+        for layer in self.cross:
+            hidden = layer(x0, hidden)
+        return hidden
 
 
 class DlrmScorer(tf.keras.Model):
-    """DLRM or DCN head over `DlrmEmbeddings`: features -> `[batch]` ratings."""
+    """`DlrmEmbeddings` -> an interaction head -> top MLP, plus user and item biases: features -> `[batch]` ratings.
+
+    The biases (as in the ranking model) carry what a user or an item adds to every
+    rating, which dot products with the few dense features express poorly.
+    """
 
     def __init__(
         self,
         embeddings: DlrmEmbeddings,
-        interaction: str,
+        interaction: tf.keras.layers.Layer,
         top_layers: tuple[int, ...],
-        cross_layers: int,
+        biases: tuple[tf.keras.layers.Layer, tf.keras.layers.Layer],
         rating_mean: float,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if interaction not in ("dot", "cross"):
-            raise ValueError(f"interaction={interaction!r} is not one of: dot, cross")
         self.embeddings = embeddings
-        self._interaction = interaction
-        if interaction == "dot":
-            self.dot = tfrs.layers.feature_interaction.DotInteraction()
-        else:
-            self.cross = [tfrs.layers.feature_interaction.Cross() for _ in range(cross_layers)]
-        self.top = tf.keras.Sequential(
-            [tf.keras.layers.Dense(units, activation="relu") for units in top_layers]
-            + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(rating_mean))]
+        self.interaction = interaction
+        self.user_bias, self.item_bias = biases
+        self.top = tfrs.layers.blocks.MLP(list(top_layers) + [1], use_bias=True, final_activation=None)
+        self.top_bias = self.add_weight(
+            name="rating_mean", shape=(), initializer=tf.keras.initializers.Constant(rating_mean)
         )
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        vectors = self.embeddings(features)
-        if self._interaction == "dot":
-            hidden = tf.concat([vectors[0], self.dot(vectors)], axis=1)
-        else:
-            x0 = hidden = tf.concat(vectors, axis=1)
-            for layer in self.cross:
-                hidden = layer(x0, hidden)
-        return tf.squeeze(self.top(hidden), axis=1)
+        hidden = self.interaction(self.embeddings(features))
+        rating = self.top(hidden) + self.user_bias(features) + self.item_bias(features) + self.top_bias
+        return tf.squeeze(rating, axis=1)
 
     def interaction_matrix(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        """Mean absolute pairwise dot product of the interaction inputs, `[6, 6]`."""
-        stacked = tf.stack(self.embeddings(features), axis=1)  # [batch, 6, dim]
+        """Mean absolute pairwise dot product of the interaction inputs, `[n, n]`."""
+        stacked = tf.stack(self.embeddings(features), axis=1)  # [batch, n, dim]
         return tf.reduce_mean(tf.abs(tf.matmul(stacked, stacked, transpose_b=True)), axis=0)

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core.features.schema import LABEL
-from recsys_core.models.retrieval import CANDIDATE_PROBABILITY, candidate_keys
+from recsys_core.models.retrieval import retrieval_loss
 
 
 class MultitaskModel(tfrs.Model):
@@ -42,12 +42,6 @@ class MultitaskModel(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self.query_tower(features), self.candidate_tower(features)
         ratings = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
-        retrieval_loss = self.retrieval_task(
-            query,
-            candidate,
-            candidate_sampling_probability=features[CANDIDATE_PROBABILITY],
-            candidate_ids=candidate_keys(features["movie_id"]),
-            compute_metrics=False,
-        )
+        retrieval = retrieval_loss(self.retrieval_task, query, candidate, features, True)
         rating_loss = self.rating_task(labels=features[LABEL], predictions=ratings)
-        return self._retrieval_weight * retrieval_loss + self._rating_weight * rating_loss
+        return self._retrieval_weight * retrieval + self._rating_weight * rating_loss

@@ -52,10 +52,22 @@ class RetrievalModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self(features)
-        return self.task(
-            query,
-            candidate,
-            candidate_sampling_probability=features[CANDIDATE_PROBABILITY] if self._sampling_correction else None,
-            candidate_ids=candidate_keys(features["movie_id"]),
-            compute_metrics=False,
-        )
+        return retrieval_loss(self.task, query, candidate, features, self._sampling_correction)
+
+
+def retrieval_loss(
+    task: tfrs.tasks.Retrieval, query: tf.Tensor, candidate: tf.Tensor, features: dict[str, tf.Tensor], correct: bool
+) -> tf.Tensor:
+    """In-batch softmax of `[batch, dim]` query and candidate embeddings.
+
+    With `correct`, each candidate's logit is lowered by the log of its training
+    frequency (logQ correction of the in-batch sampling), which keeps popularity in
+    the scores.
+    """
+    return task(
+        query,
+        candidate,
+        candidate_sampling_probability=features[CANDIDATE_PROBABILITY] if correct else None,
+        candidate_ids=candidate_keys(features["movie_id"]),
+        compute_metrics=False,
+    )

@@ -1,0 +1,97 @@
+"""The offline evaluation scores the lists the job writes, with the job's own code."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from recsys_core import evaluation, outputs
+from recsys_core.data.splits import random_split
+from recsys_core.recommend import BundleScorer, RecommendSettings
+
+
+@pytest.fixture(scope="module")
+def held_out(ml100k_split):
+    return evaluation.HeldOut.build(*ml100k_split)
+
+
+def test_most_popular_through_the_protocol_matches_the_published_reference(held_out):
+    # GUIDE §5: most-popular on the tutorials' split, training items excluded, every test item relevant.
+    figures = evaluation.list_figures(evaluation.popular_lists(held_out, 100), held_out)
+    assert figures["recall_at_10"] == pytest.approx(0.113, abs=1e-3)
+    assert figures["recall_at_100"] == pytest.approx(0.421, abs=1e-3)
+    assert figures["ndcg_at_10"] == pytest.approx(0.221, abs=1e-3)
+    assert figures["recall_at_20"] == pytest.approx(0.165, abs=1e-3)
+    assert figures["coverage_at_20"] == pytest.approx(0.05, abs=0.01)
+    assert sum(figures[f"popularity_share_{b}"] for b in evaluation.POPULARITY_BINS) == pytest.approx(1.0)
+    assert figures["popularity_share_201+"] > 0.9  # the most popular items, by construction
+
+
+def test_held_out_sets_hold_test_items_and_the_liked_subset(held_out, ml100k_split):
+    train, test = ml100k_split
+    ratings = test.ratings.to_pandas()
+    assert len(held_out.user_ids) == ratings["user_id"].nunique()
+    items = train.items["movie_id"].to_pylist()
+    user = held_out.user_ids[0].as_py()
+    mine = ratings[ratings["user_id"] == user]
+    assert sorted(items[i] for i in held_out.relevant[0]) == sorted(mine["movie_id"])
+    assert sorted(items[i] for i in held_out.liked[0]) == sorted(mine[mine["user_rating"] >= 4]["movie_id"])
+    assert held_out.popularity.sum() == 80_000
+
+
+def test_ease_baseline_matches_the_published_reference(held_out):
+    figures = evaluation.list_figures(evaluation.ease_lists(held_out, 500.0, 100), held_out)
+    assert figures["ndcg_at_10"] == pytest.approx(0.443, abs=0.003)
+    assert figures["recall_at_100"] == pytest.approx(0.697, abs=0.003)
+
+
+def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k, tmp_path):
+    """The same bundle, data and settings: `job_lists` (offline) and the Beam job's table agree row for row."""
+    from jobs import batch_recommend
+
+    manifest = batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22"])
+    written = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS)
+    parameters = manifest["parameters"]
+    settings = RecommendSettings(
+        top_k=parameters["top_k"],
+        final_k=parameters["final_k"],
+        reranker=parameters["reranker"],
+        timestamp=parameters["run_date_timestamp"],
+        run_id="offline",
+        blend_weight=parameters["blend_weight"],
+    )
+    everyone = evaluation.HeldOut.build(ml100k, ml100k)  # the job sees every rating; every user is scored
+    offline = evaluation.job_lists(BundleScorer(ml100k_bundle), everyone, settings)
+    from_table = evaluation.rows_to_lists(
+        pa.Table.from_pandas(written, preserve_index=False),
+        everyone.user_ids,
+        ml100k.items["movie_id"],
+        settings.final_k,
+    )
+    np.testing.assert_array_equal(offline, from_table)
+
+
+def test_bundle_records_the_choices_made_on_validation(ml100k_bundle):
+    import json
+    import os
+
+    with open(os.path.join(ml100k_bundle, "manifest.json")) as handle:
+        manifest = json.load(handle)
+    choice = manifest["reranking"]
+    scores = choice["validation_scores"]
+    best = max(scores, key=scores.get)
+    assert f"{choice['reranker']}@{choice['blend_weight']:g}" == best
+    lists = manifest["metrics"]["lists"]
+    assert {"final", "retrieval", "most_popular", "ease"} <= set(lists)
+    assert lists["final"] == lists[f"final_{choice['reranker']}"] or choice["reranker"] == "none"
+    assert manifest["split"]["fit"] + manifest["split"]["validation"] == 80_000
+
+
+def test_validation_is_carved_from_training_only(ml100k_split):
+    train, test = ml100k_split
+    fit, validation = random_split(train, 0.1, 42)
+    key = ["user_id", "movie_id", "timestamp"]
+    test_keys = set(map(tuple, test.ratings.select(key).to_pandas().to_numpy().tolist()))
+    validation_keys = set(map(tuple, validation.ratings.select(key).to_pandas().to_numpy().tolist()))
+    assert validation.ratings.num_rows == 8_000 and fit.ratings.num_rows == 72_000
+    assert not validation_keys & test_keys
