@@ -25,7 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core.config import experiment
 from recsys_core.data.grouplens import read_grouplens
-from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch
+from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories
 from recsys_core.data.splits import random_split
 from recsys_core.features.schema import feature_arrays
 from recsys_core.features.vocabulary import fit_vocabulary
@@ -91,7 +91,8 @@ def ours_examples_per_second(train, epochs: int) -> list[float]:
     batch = config.retrieval.batch_size
     steps = steps_per_epoch(len(arrays["movie_id"]), batch)
     timer = EpochTimer()
-    model.fit(make_dataset(arrays, batch, 1), epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    dataset = make_dataset(arrays, user_histories(train, config.retrieval.history_length), batch, 1)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return [steps * batch / s for s in timer.seconds]
 
 

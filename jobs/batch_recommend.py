@@ -43,7 +43,13 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, items_path: s
     """Wires the job over staged inputs: embed items / users -> top-K unseen -> re-rank -> write four tables."""
     version = settings.manifest["bundle_version"]
     recommend = RecommendSettings(
-        settings.top_k, settings.final_k, settings.reranker, settings.timestamp, settings.run_id, settings.blend_weight
+        top_k=settings.top_k,
+        final_k=settings.final_k,
+        reranker=settings.reranker,
+        timestamp=settings.timestamp,
+        run_id=settings.run_id,
+        blend_weight=settings.blend_weight,
+        popularity_weight=settings.popularity_weight,
     )
 
     def prefix(table: str) -> str:
@@ -107,6 +113,7 @@ def run(argv: list[str] | None = None) -> dict:
             "final_k": settings.final_k,
             "reranker": settings.reranker,
             "blend_weight": settings.blend_weight,
+            "popularity_weight": settings.popularity_weight,
             "run_date_timestamp": settings.timestamp,
             "query_policy": settings.manifest.get("query_policy"),
         },

@@ -38,6 +38,14 @@ class RecommendOptions(PipelineOptions):
             default=None,
             help="weight of the re-ranker in the final order, 0..1 (default: the bundle's choice for that re-ranker)",
         )
+        parser.add_argument(
+            "--popularity_weight",
+            "--popularity-weight",
+            dest="popularity_weight",
+            type=float,
+            default=None,
+            help="weight of the items' popularity in the final order, >= 0 (default: the bundle's choice)",
+        )
         parser.add_argument("--block_size", "--block-size", dest="block_size", type=int, default=1024)
         parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
 
@@ -56,6 +64,7 @@ class JobSettings:
     final_k: int
     reranker: str
     blend_weight: float
+    popularity_weight: float
     block_size: int
     similar_k: int
 
@@ -89,7 +98,9 @@ def validate(options: RecommendOptions) -> JobSettings:
     for needed in ("query_embedding", "candidate_embedding"):
         if needed not in manifest["signatures"]:
             raise ValueError(f"bundle {manifest['path']} has no {needed} signature: train it with the retrieval model")
-    reranker, blend_weight = _reranking(manifest, args.reranker, args.blend_weight)
+    reranker, blend_weight, popularity_weight = _reranking(
+        manifest, args.reranker, args.blend_weight, args.popularity_weight
+    )
     data = dataclasses.replace(
         _training_data(manifest),
         **{
@@ -110,13 +121,16 @@ def validate(options: RecommendOptions) -> JobSettings:
         final_k=args.final_k,
         reranker=reranker,
         blend_weight=blend_weight,
+        popularity_weight=float(popularity_weight),
         block_size=args.block_size,
         similar_k=args.similar_k,
     )
 
 
-def _reranking(manifest: dict, reranker: str, blend_weight: float | None) -> tuple[str, float]:
-    """The re-ranker and blend weight to use: as asked, else as chosen on validation at training time."""
+def _reranking(
+    manifest: dict, reranker: str, blend_weight: float | None, popularity_weight: float | None
+) -> tuple[str, float, float]:
+    """The re-ranker and the weights of the final order: as asked, else as chosen on validation at training."""
     chosen = manifest.get("reranking", {})
     if reranker == "auto":
         reranker = chosen.get("reranker", "none")
@@ -126,10 +140,14 @@ def _reranking(manifest: dict, reranker: str, blend_weight: float | None) -> tup
             f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"
         )
     if blend_weight is None:
-        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0)
+        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0 if reranker != "none" else 0.0)
+    if popularity_weight is None:
+        popularity_weight = chosen.get("popularity_weights", {}).get(reranker, 0.0)
     if not 0.0 <= blend_weight <= 1.0:
         raise ValueError(f"--blend-weight must be within 0..1, got {blend_weight}")
-    return reranker, float(blend_weight)
+    if popularity_weight < 0:
+        raise ValueError(f"--popularity-weight must be at least 0, got {popularity_weight}")
+    return reranker, float(blend_weight), float(popularity_weight)
 
 
 def _training_data(manifest: dict) -> DataConfig:

@@ -71,6 +71,9 @@ class RetrievalConfig(FitConfig):
     # logQ correction with each item's training frequency (TFRS
     # `candidate_sampling_probability`); keeps popularity in the scores.
     sampling_correction: bool = True
+    # Share of the logQ correction applied (logits lowered by strength * log frequency):
+    # below 1 keeps some popularity in the scores.
+    correction_strength: float = 1.0
     # Masks in-batch negatives that are the positive item itself. Costs ~20 % of
     # training speed and made no measurable difference on MovieLens-100K.
     remove_accidental_hits: bool = False
@@ -104,6 +107,8 @@ class DlrmConfig(FitConfig):
     top_layers: tuple[int, ...] = (64, 32)
     cross_layers: int = 2
     l2: float = 3e-3
+    use_time: bool = False  # sin/cos of hour of day and of week in the bottom MLP: worse validation RMSE
+    self_interaction: bool = False  # DLRM: also each vector's dot product with itself
 
 
 @dataclass
@@ -140,8 +145,10 @@ class TrainingConfig:
     # The job's lists: retrieval depth and rows per user, as the job's defaults.
     top_k: int = 100
     final_k: int = 20
-    # Candidate weights of the re-ranker in the final order, chosen on validation.
-    blend_weights: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
+    # Candidate weights of the re-ranker and of a popularity prior in the final order,
+    # chosen on validation (see scoring.blend).
+    blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
+    popularity_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     # EASE baseline regularisation, chosen on validation.
     ease_l2: tuple[float, ...] = (100.0, 300.0, 1000.0)
     verbose: int = 1  # Keras: 1 progress bars, 2 one line per epoch, 0 silent

@@ -123,8 +123,9 @@ class RecommendSettings:
     Attributes:
         top_k: retrieval depth; final_k: rows kept per user.
         reranker: a rating signature of the bundle, or "none".
-        blend_weight: weight of the re-ranker in the final order (see `scoring.rerank`);
+        blend_weight: weight of the re-ranker in the final order (see `scoring.blend`);
             1 orders by predicted rating alone, 0 keeps the retrieval order.
+        popularity_weight: weight of the items' training popularity in the final order.
         timestamp: the run date (seconds): the query time of users without history.
         run_id: written into every row.
     """
@@ -135,6 +136,7 @@ class RecommendSettings:
     timestamp: int
     run_id: str
     blend_weight: float = 1.0
+    popularity_weight: float = 0.0
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
@@ -199,7 +201,11 @@ def recommend_block(
             rows,
             index.items.take(pa.array(candidates[rows, cols])),
         )
-    scores = blend(ranking_scores, retrieval_scores, candidates >= 0, settings.blend_weight)
+    valid = candidates >= 0
+    popularity = np.where(valid, index.popularity[candidates], 0.0)
+    scores = blend(
+        ranking_scores, retrieval_scores, valid, settings.blend_weight, popularity, settings.popularity_weight
+    )
     order = rerank(candidates, scores, retrieval_scores, settings.final_k)
     chosen = np.take_along_axis(candidates, order, axis=1)
     rows, ranks = np.nonzero(chosen >= 0)

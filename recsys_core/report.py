@@ -31,6 +31,7 @@ SYSTEMS = {  # metrics.json key -> row label
     "final_dlrm": "job, re-ranked by dlrm",
     "final_dcn": "job, re-ranked by dcn",
     "final_multitask": "job, re-ranked by multitask",
+    "final_none": "job, popularity prior only",
     "retrieval": "job's retrieval top-K (no re-rank)",
     "most_popular": "most popular unseen",
     "ease": "EASE",
@@ -60,9 +61,10 @@ _PROTOCOL = [
     "test split is read once, at the end.",
     "The lists are what the nightly job writes: the job's own kernel (recommend_block) runs on the exported "
     "bundle with every training interaction as the users' history, queries each user at their last "
-    "interaction, takes the top-K unseen items, re-ranks them with the chosen blend of standardised ranking "
-    "and retrieval scores and keeps the final 20. Users the bundle cannot serve get the job's popularity "
-    "fallback, as in production.",
+    "interaction, takes the top-K unseen items, re-orders them by the chosen blend of standardised retrieval "
+    "score, predicted rating and item popularity (a re-ranker is kept only if it beats no re-ranker on "
+    "validation by two standard errors) and keeps the final 20. Users the bundle cannot serve get the job's "
+    "popularity fallback, as in production.",
     "Relevant items are every test item of the user (the '@k' columns) or only the test items rated 4 or 5 "
     "('rated ≥ 4'). Metrics are per-user means over every test user; training items are never recommended "
     "and so never count. Beyond-accuracy figures describe the top-20 lists: catalogue coverage, the Gini "
@@ -79,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--output-dir", default="report", help="where report.html, report.json and bundles go")
     parser.add_argument("--experiment", default="ml100k", choices=sorted(EXPERIMENTS))
     parser.add_argument("--seeds", default="42,1,2,3", help="random-split seeds; 42 is the tutorials' split")
+    parser.add_argument("--temporal-seeds", default="42", help="training seeds of the temporal split (one cut)")
     parser.add_argument("--splits", default="random,temporal", help="random and/or temporal")
     parser.add_argument("--models", default="retrieval,ranking,dlrm,dcn")
     parser.add_argument("--epochs", type=int, help="cap every model's epochs (for a quick look)")
@@ -90,10 +93,10 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
     """Trains one bundle per (split, seed); returns each bundle's manifest, grouped by split kind."""
     from recsys_core.training import run_experiment
 
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     runs: dict[str, list[dict]] = {}
     for kind in [s.strip() for s in args.splits.split(",") if s.strip()]:
-        for seed in seeds:
+        seeds = args.seeds if kind == "random" else args.temporal_seeds
+        for seed in [int(s) for s in seeds.split(",") if s.strip()]:
             config = experiment(args.experiment)
             overrides = [f"data.split={kind}", f"training.models={args.models}", "training.verbose=0"]
             # The temporal cut does not depend on a seed: there the seed varies the training.
@@ -151,7 +154,9 @@ def summarise(manifests: list[dict]) -> dict:
         "systems": systems,
         "recall_curve": curves,
         "popularity": {"bins": list(POPULARITY_BINS), "shares": shares},
-        "choices": [{k: c.get(k) for k in ("reranker", "blend_weight", "ease_l2")} for c in choices],
+        "choices": [
+            {k: c.get(k) for k in ("reranker", "blend_weight", "popularity_weight", "ease_l2")} for c in choices
+        ],
     }
 
 
@@ -182,7 +187,8 @@ def build_report(runs: dict[str, list[dict]]) -> dict:
             }
     for split in splits.values():
         chosen = "; ".join(
-            f"seed {seed}: {c['reranker']} at weight {c['blend_weight']}, EASE λ {c['ease_l2']}"
+            f"seed {seed}: re-ranker {c['reranker']} at weight {c['blend_weight']}, popularity weight "
+            f"{c['popularity_weight']}, EASE λ {c['ease_l2']}"
             for seed, c in zip(split["seeds"], split["choices"], strict=True)
         )
         split["description"] += f" Chosen on validation: {chosen}."
@@ -208,7 +214,8 @@ def diagnostic_images(runs: dict[str, list[dict]]) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # force: importing Beam (through the job's kernel) already configured the root logger.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     args = parse_args(argv)
     from recsys_core.report_page import write_report
 

@@ -70,17 +70,27 @@ def top_k_popular_unseen(popularity: np.ndarray, seen: list[np.ndarray], k: int)
     return top_k_unseen(ones, np.asarray(popularity, np.float32)[:, None], seen, k)
 
 
-def blend(ranking_scores: np.ndarray, retrieval_scores: np.ndarray, valid: np.ndarray, weight: float) -> np.ndarray:
-    """The final score of each candidate: `weight * z(ranking) + (1 - weight) * z(retrieval)`.
+def blend(
+    ranking_scores: np.ndarray,
+    retrieval_scores: np.ndarray,
+    valid: np.ndarray,
+    weight: float,
+    popularity: np.ndarray | None = None,
+    popularity_weight: float = 0.0,
+) -> np.ndarray:
+    """The final score of each candidate.
 
-    z-scores are taken over each row's valid candidates, so the weight means the
-    same whatever the scales of the two models. Rows without ranking scores (NaN:
-    fallbacks, no re-ranker) get `z(retrieval)`.
+    `weight * z(ranking) + (1 - weight) * z(retrieval) + popularity_weight * z(log(1 + popularity))`,
+    with z-scores over each row's valid candidates, so the weights mean the same
+    whatever the scales of the models. Rows without ranking scores (NaN: fallbacks,
+    no re-ranker) use `z(retrieval)` for the first two terms.
 
     Args:
         ranking_scores, retrieval_scores: `[rows, k]`.
         valid: `[rows, k]` bool, false for empty slots.
         weight: 1 orders by ranking score alone, 0 by retrieval score alone.
+        popularity: `[rows, k]` training interaction counts of the candidates.
+        popularity_weight: weight of the popularity prior.
 
     Returns:
         `[rows, k]` float64 scores, -inf at empty slots.
@@ -89,6 +99,8 @@ def blend(ranking_scores: np.ndarray, retrieval_scores: np.ndarray, valid: np.nd
     retrieval = _standardise(retrieval_scores, valid)
     blended = weight * _standardise(ranking_scores, rated) + (1.0 - weight) * retrieval
     blended = np.where(rated.any(axis=1, keepdims=True), blended, retrieval)
+    if popularity_weight:
+        blended = blended + popularity_weight * _standardise(np.log1p(np.maximum(popularity, 0.0)), valid)
     return np.where(valid, blended, NEG_INF)
 
 

@@ -34,7 +34,8 @@ def _run(bundle, output, *extra):
 @pytest.fixture(scope="module")
 def job(ml100k_bundle, tmp_path_factory):
     output = tmp_path_factory.mktemp("tables")
-    manifest = _run(ml100k_bundle, output)
+    # The bundle's weights for `ranking` (its default, `auto`, may choose no re-ranker: see test_evaluation).
+    manifest = _run(ml100k_bundle, output, "--reranker", "ranking")
     recommendations = pd.read_parquet(output / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
     return output, manifest, recommendations.reset_index(drop=True)
 
@@ -46,7 +47,7 @@ def test_every_user_gets_final_k_ranked_unseen_real_items(job, ml100k):
     assert (recs.groupby("user_id")["rank"].apply(list) == [list(range(1, FINAL_K + 1))] * 943).all()
     # Ordered by the final score, which blends the ranking and retrieval scores.
     assert (recs.groupby("user_id")["score"].diff().dropna() <= 1e-6).all()
-    assert manifest["parameters"]["reranker"] in ("ranking", "dlrm", "none")
+    assert manifest["parameters"]["reranker"] == "ranking"
     # Scored in 2026 with a model of 1998 ratings: predictions stay on the rating scale.
     assert recs["ranking_score"].between(0.5, 5.5).all()
     assert set(recs["source"]) == {"model"}
@@ -89,7 +90,8 @@ def test_similar_items_exclude_the_item_itself(job):
 def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bundle):
     """Recomputes every list with plain TF and numpy from the bundle's signatures and the README's policy:
     each user queried at their last rating with their last `history_length` items, top-100 unseen by dot
-    product, then ordered by `w * z(rating) + (1 - w) * z(retrieval)` over the user's candidates."""
+    product, then ordered by `w * z(rating) + (1 - w) * z(retrieval) + p * z(log(1 + count))` over the
+    user's candidates."""
     _, manifest, recs = job
     model = tf.saved_model.load(f"{ml100k_bundle}/saved_model")
     parameters = manifest["parameters"]
@@ -123,7 +125,10 @@ def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bun
     def z(values):
         return (values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True)
 
+    counts = ratings["movie_id"].value_counts().reindex(items["movie_id"].to_pylist(), fill_value=0).to_numpy()
+    prior = z(np.log1p(counts[top].astype(np.float64)))
     final = weight * z(rated.astype(np.float64)) + (1 - weight) * z(retrieval.astype(np.float64))
+    final += parameters["popularity_weight"] * prior
     expected = {}
     for row, user in enumerate(user_ids):
         order = np.lexsort((top[row], -retrieval[row], -final[row]))[:FINAL_K]
@@ -138,7 +143,8 @@ def _tensors(arrays):
 
 def test_multi_process_direct_runner_gives_the_same_tables(job, ml100k_bundle, tmp_path):
     _, _, recs = job
-    _run(ml100k_bundle, tmp_path, "--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
+    workers = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    _run(ml100k_bundle, tmp_path, "--reranker", "ranking", *workers)
     again = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"]).reset_index(drop=True)
     pd.testing.assert_frame_equal(
         again[["user_id", "rank", "item_id", "source"]], recs[["user_id", "rank", "item_id", "source"]]
@@ -149,9 +155,9 @@ def test_multi_process_direct_runner_gives_the_same_tables(job, ml100k_bundle, t
 @pytest.mark.parametrize(
     ("flags", "ordered_by"),
     [
-        (["--reranker", "none"], "retrieval_score"),
-        (["--reranker", "dlrm", "--blend-weight", "1"], "ranking_score"),
-        (["--reranker", "ranking", "--blend-weight", "0"], "retrieval_score"),
+        (["--reranker", "none", "--popularity-weight", "0"], "retrieval_score"),
+        (["--reranker", "dlrm", "--blend-weight", "1", "--popularity-weight", "0"], "ranking_score"),
+        (["--reranker", "ranking", "--blend-weight", "0", "--popularity-weight", "0"], "retrieval_score"),
     ],
 )
 def test_other_rerankers(ml100k_bundle, tmp_path, flags, ordered_by):
@@ -207,6 +213,7 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
         (["--final-k", "50", "--top-k", "10"], "--final-k 50 exceeds --top-k 10"),
         (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
         (["--blend-weight", "1.5"], "--blend-weight must be within 0..1"),
+        (["--popularity-weight", "-1"], "--popularity-weight must be at least 0"),
         (["--top-k", "0"], "--top-k must be at least 1"),
     ],
 )

@@ -59,6 +59,7 @@ def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k,
         timestamp=parameters["run_date_timestamp"],
         run_id="offline",
         blend_weight=parameters["blend_weight"],
+        popularity_weight=parameters["popularity_weight"],
     )
     everyone = evaluation.HeldOut.build(ml100k, ml100k)  # the job sees every rating; every user is scored
     offline = evaluation.job_lists(BundleScorer(ml100k_bundle), everyone, settings)
@@ -80,7 +81,11 @@ def test_bundle_records_the_choices_made_on_validation(ml100k_bundle):
     choice = manifest["reranking"]
     scores = choice["validation_scores"]
     best = max(scores, key=scores.get)
-    assert f"{choice['reranker']}@{choice['blend_weight']:g}" == best
+    best_without = max((key for key in scores if key.startswith("none@")), key=scores.get)
+    chosen = f"{choice['reranker']}@{choice['blend_weight']:g}+{choice['popularity_weight']:g}"
+    gain = choice["best_reranker_gain"]
+    # The best re-ranker is kept only when its gain over no re-ranker is beyond two standard errors.
+    assert chosen == (best if gain["mean"] > 2 * gain["standard_error"] else best_without)
     lists = manifest["metrics"]["lists"]
     assert {"final", "retrieval", "most_popular", "ease"} <= set(lists)
     assert lists["final"] == lists[f"final_{choice['reranker']}"] or choice["reranker"] == "none"

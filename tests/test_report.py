@@ -18,7 +18,7 @@ def _manifest(seed, ndcg, rmse, bias_rmse):
     }
     return {
         "seed": seed,
-        "reranking": {"reranker": "ranking", "blend_weight": 0.2, "ease_l2": 300.0},
+        "reranking": {"reranker": "ranking", "blend_weight": 0.2, "popularity_weight": 0.5, "ease_l2": 300.0},
         "metrics": {
             "ranking": {"rmse": rmse, "mae": 0.7, "global_mean_rmse": 1.12},
             "baselines": {"user_item_bias": {"rmse": bias_rmse, "mae": 0.74, "global_mean_rmse": 1.12}},
@@ -44,7 +44,7 @@ def test_seed_42_stands_alone_and_other_seeds_give_mean_and_spread():
     assert others["global mean"]["rmse"]["mean"] == pytest.approx(1.12)
     curve = built["splits"]["temporal"]["recall_curve"][report.SYSTEMS["ease"]]
     assert curve == {"k": [1, 5, 10, 20, 50, 100], "recall": [0.30] * 6}
-    assert "seed 1: ranking at weight 0.2" in built["splits"]["random, other seeds"]["description"]
+    assert "seed 1: re-ranker ranking at weight 0.2" in built["splits"]["random, other seeds"]["description"]
     json.dumps(built)  # what report.json holds
 
 

@@ -45,3 +45,14 @@ def test_blend_mixes_per_row_z_scores_and_keeps_retrieval_order_for_unrated_rows
     np.testing.assert_allclose(blend(ranking, retrieval, valid, 0.8)[1], [-1.0, 1.0, -np.inf])
     order = rerank(np.array([[4, 8, 6]]), blend(ranking, retrieval, valid, 0.75)[:1], retrieval[:1], final_k=3)
     assert order.tolist() == [[1, 2, 0]]  # 0.75 * z(ranking) wins over 0.25 * z(retrieval)
+
+
+def test_popularity_prior_adds_its_own_z_score():
+    # log1p([0, e - 1, e^2 - 1]) = [0, 1, 2]: z = [-1.2247, 0, 1.2247]; retrieval [2, 1, 0]: z = [1.2247, 0, -1.2247].
+    popularity = np.array([[0.0, np.e - 1, np.e**2 - 1]])
+    retrieval = np.array([[2.0, 1.0, 0.0]])
+    nothing = np.full((1, 3), np.nan)
+    valid = np.ones((1, 3), bool)
+    z = np.sqrt(1.5)
+    np.testing.assert_allclose(blend(nothing, retrieval, valid, 0.0, popularity, 0.5)[0], [0.5 * z, 0.0, -0.5 * z])
+    np.testing.assert_allclose(blend(nothing, retrieval, valid, 0.0, popularity, 2.0)[0], [-z, 0.0, z])

@@ -22,7 +22,7 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
     if name == "retrieval":
         query_tower, candidate_tower = build_towers(config.retrieval, vocab)
         return RetrievalModel(
-            query_tower, candidate_tower, retrieval_task(config.retrieval), config.retrieval.sampling_correction
+            query_tower, candidate_tower, retrieval_task(config.retrieval), correction(config.retrieval)
         )
     if name == "ranking":
         cfg = config.ranking
@@ -38,8 +38,8 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
         return RatingModel(scorer, rating_task(cfg.batch_size))
     if name in ("dlrm", "dcn"):
         cfg = getattr(config, name)
-        embeddings = DlrmEmbeddings(vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2)
-        interaction = DotInteractionHead() if name == "dlrm" else CrossHead(cfg.cross_layers)
+        embeddings = DlrmEmbeddings(vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2, cfg.use_time)
+        interaction = DotInteractionHead(cfg.self_interaction) if name == "dlrm" else CrossHead(cfg.cross_layers)
         biases = (IdBias("user_id", vocab.user_ids, cfg.l2), IdBias("movie_id", vocab.movie_ids, cfg.l2))
         scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, biases, vocab.rating_mean)
         return RatingModel(scorer, rating_task(cfg.batch_size))
@@ -58,6 +58,7 @@ def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -
             rating_task(cfg.batch_size),
             cfg.retrieval_weight,
             cfg.rating_weight,
+            correction(config.retrieval),
         )
     raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
 
@@ -67,6 +68,11 @@ def build_towers(cfg: RetrievalConfig, vocab: FeatureVocabulary) -> tuple[Tower,
     query = QueryEncoder(vocab, cfg.embedding_dim, cfg.use_user_features, cfg.use_time, cfg.use_history, cfg.l2)
     item = ItemEncoder(vocab, cfg.embedding_dim, cfg.use_title, cfg.use_genres, cfg.l2)
     return Tower(query, cfg.tower_layers, name="query_tower"), Tower(item, cfg.tower_layers, name="candidate_tower")
+
+
+def correction(cfg: RetrievalConfig) -> float:
+    """Strength of the logQ correction of the retrieval loss (0: none)."""
+    return cfg.correction_strength if cfg.sampling_correction else 0.0
 
 
 def retrieval_task(cfg: RetrievalConfig) -> tfrs.tasks.Retrieval:

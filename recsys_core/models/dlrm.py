@@ -37,10 +37,17 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
     """
 
     def __init__(
-        self, vocab: FeatureVocabulary, embedding_dim: int, bottom_layers: tuple[int, ...], l2: float, **kwargs
+        self,
+        vocab: FeatureVocabulary,
+        embedding_dim: int,
+        bottom_layers: tuple[int, ...],
+        l2: float,
+        use_time: bool = True,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self._vocab = vocab
+        self._use_time = use_time
         self.user_lookup = string_lookup(vocab.user_ids)
         self.movie_lookup = string_lookup(vocab.movie_ids)
         self.zip_lookup = string_lookup(vocab.zip_codes)
@@ -63,13 +70,9 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
             "user_zip_code": self.zip_lookup(features["user_zip_code"]),
             "user_occupation_label": known_category(features["user_occupation_label"], self._vocab.num_occupations),
         }
-        continuous = tf.concat(
-            [
-                normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range),
-                cyclic_time(features["timestamp"]),
-            ],
-            axis=1,
-        )
+        continuous = normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range)
+        if self._use_time:
+            continuous = tf.concat([continuous, cyclic_time(features["timestamp"])], axis=1)
         genres = features["movie_genres"]  # [batch, max_genres], padded with -1
         known = (genres > GENRE_PADDING) & (genres < vocab.num_genres)
         genre = masked_mean(self.genre_embedding(tf.where(known, genres + 1, 0)), known)
@@ -80,9 +83,9 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
 class DotInteractionHead(tf.keras.layers.Layer):
     """DLRM's interaction: the bottom-MLP vector beside all pairwise dot products, `[batch, d + n(n-1)/2]`."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, self_interaction: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.dot = tfrs.layers.feature_interaction.DotInteraction()
+        self.dot = tfrs.layers.feature_interaction.DotInteraction(self_interaction=self_interaction)
 
     def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
         return tf.concat([vectors[0], self.dot(vectors)], axis=1)

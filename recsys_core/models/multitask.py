@@ -24,6 +24,7 @@ class MultitaskModel(tfrs.Model):
         rating_task: tfrs.tasks.Ranking,
         retrieval_weight: float,
         rating_weight: float,
+        correction: float = 1.0,
     ) -> None:
         super().__init__()
         self.query_tower = query_tower
@@ -33,6 +34,7 @@ class MultitaskModel(tfrs.Model):
         self.rating_task = rating_task
         self._retrieval_weight = retrieval_weight
         self._rating_weight = rating_weight
+        self._correction = correction
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """Predicted ratings, `[batch]`."""
@@ -42,6 +44,6 @@ class MultitaskModel(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self.query_tower(features), self.candidate_tower(features)
         ratings = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
-        retrieval = retrieval_loss(self.retrieval_task, query, candidate, features, True)
+        retrieval = retrieval_loss(self.retrieval_task, query, candidate, features, self._correction)
         rating_loss = self.rating_task(labels=features[LABEL], predictions=ratings)
         return self._retrieval_weight * retrieval + self._rating_weight * rating_loss

@@ -39,35 +39,39 @@ class RetrievalModel(tfrs.Model):
         query_tower: tf.keras.Model,
         candidate_tower: tf.keras.Model,
         task: tfrs.tasks.Retrieval,
-        sampling_correction: bool,
+        correction: float,
     ) -> None:
         super().__init__()
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = task
-        self._sampling_correction = sampling_correction
+        self._correction = correction
 
     def call(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         return self.query_tower(features), self.candidate_tower(features)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self(features)
-        return retrieval_loss(self.task, query, candidate, features, self._sampling_correction)
+        return retrieval_loss(self.task, query, candidate, features, self._correction)
 
 
 def retrieval_loss(
-    task: tfrs.tasks.Retrieval, query: tf.Tensor, candidate: tf.Tensor, features: dict[str, tf.Tensor], correct: bool
+    task: tfrs.tasks.Retrieval,
+    query: tf.Tensor,
+    candidate: tf.Tensor,
+    features: dict[str, tf.Tensor],
+    correction: float,
 ) -> tf.Tensor:
     """In-batch softmax of `[batch, dim]` query and candidate embeddings.
 
-    With `correct`, each candidate's logit is lowered by the log of its training
-    frequency (logQ correction of the in-batch sampling), which keeps popularity in
-    the scores.
+    Each candidate's logit is lowered by `correction` times the log of its training
+    frequency: 1 is the full logQ correction of in-batch sampling (Yi et al., 2019),
+    0 none (popular items, frequent negatives, are then pushed down).
     """
     return task(
         query,
         candidate,
-        candidate_sampling_probability=features[CANDIDATE_PROBABILITY] if correct else None,
+        candidate_sampling_probability=features[CANDIDATE_PROBABILITY] ** correction if correction else None,
         candidate_ids=candidate_keys(features["movie_id"]),
         compute_metrics=False,
     )
