@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from recsys_core.config import DATA_SOURCES, EXPERIMENTS, SPLITS, STRATEGIES, apply_overrides, experiment
+from recsys_core.console import configure_logging
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +60,7 @@ def build_config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     args = parse_args(argv)
     try:
         config = build_config(args)

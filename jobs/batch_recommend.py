@@ -12,7 +12,6 @@ under `--output`, each partitioned by `dt=<run date>`, with `_manifest.json` and
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
@@ -35,6 +34,7 @@ from jobs.transforms import (
     WriteTable,
 )
 from recsys_core import outputs
+from recsys_core.console import configure_logging
 from recsys_core.data import DataError, load_data
 from recsys_core.recommend import RecommendSettings
 
@@ -126,7 +126,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     try:
         manifest = run(argv)
     except (ValueError, DataError) as error:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import logging
 import sys
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
@@ -21,11 +20,12 @@ import pandas as pd
 from jobs import batch_recommend
 from recsys_core import outputs
 from recsys_core.config import EXPERIMENTS, experiment
+from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", help="an existing bundle (or training output dir); trains one if absent")
     parser.add_argument("--experiment", default="ml100k", choices=sorted(EXPERIMENTS), help="what to train")
@@ -59,7 +59,7 @@ def _show(output: str, run_date: str, manifest: dict) -> None:
     recommendations = pd.read_parquet(outputs.partition(output, outputs.RECOMMENDATIONS, run_date))
     user = sorted(recommendations["user_id"].unique())[0]
     sample = recommendations[recommendations["user_id"] == user].sort_values("rank").head(5)
-    columns = ["user_id", "rank", "item_id", "retrieval_score", "ranking_score", "source"]
+    columns = ["user_id", "rank", "item_id", "score", "retrieval_score", "ranking_score", "source"]
     print(f"\ntop 5 of user {user}:\n{sample[columns].to_string(index=False)}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import logging
 import os
 
 import numpy as np
@@ -96,7 +97,17 @@ def _rating_signature(model: tfrs.Model, features: tuple[str, ...]):
 
 def save_bundle(directory: str, module: tf.Module, signatures: dict, manifest: dict) -> None:
     """Writes the SavedModel and the manifest (with signature specs and library versions) into `directory`."""
-    tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
+    # Saving logs a warning per Keras model about `get_config` and long notes on renamed
+    # captures; neither says anything about the bundle, so they are kept off the console.
+    loggers = [tf.get_logger(), logging.getLogger("absl")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -22,6 +22,7 @@ import numpy as np
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from recsys_core.config import EXPERIMENTS, apply_overrides, experiment
+from recsys_core.console import configure_logging
 from recsys_core.evaluation import POPULARITY_BINS
 
 TUTORIAL_SEED = 42
@@ -214,8 +215,7 @@ def diagnostic_images(runs: dict[str, list[dict]]) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # force: importing Beam (through the job's kernel) already configured the root logger.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
+    configure_logging()
     args = parse_args(argv)
     from recsys_core.report_page import write_report
 
