@@ -206,7 +206,8 @@ def _split_section(split_name: str, split: dict) -> str:
     slug = _slug(split_name)
     seeds = split.get("seeds", [])
     note = (
-        f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(str(seed) for seed in seeds)}); "
+        f"Mean ± standard deviation over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
+        f"({', '.join(str(seed) for seed in seeds)}); "
         "hover a cell for the per-seed values. "
         if seeds
         else "Mean ± standard deviation over seeds. "
