@@ -121,7 +121,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         final_k=args.final_k,
         reranker=reranker,
         blend_weight=blend_weight,
-        popularity_weight=float(popularity_weight),
+        popularity_weight=popularity_weight,
         block_size=args.block_size,
         similar_k=args.similar_k,
     )

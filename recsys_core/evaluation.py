@@ -73,19 +73,27 @@ class HeldOut:
         return cls(seen, user_ids, relevant, liked, item_counts(seen.ratings, items))
 
 
-def job_lists(scorer: BundleScorer, held_out: HeldOut, settings: RecommendSettings, block_size: int = 1024):
-    """The job's lists for the held-out users: `[users, final_k]` item indices into `seen.items`, -1 empty.
+class JobLists:
+    """The job's lists for the held-out users, for any `RecommendSettings`.
 
-    Runs exactly what a Beam worker runs: `user_blocks` -> `recommend_block`.
+    Runs exactly what a Beam worker runs, `user_blocks` -> `recommend_block`. The
+    users are grouped into blocks and the items embedded once, so that trying many
+    settings (the validation grid) only repeats the per-block kernel.
     """
-    data = held_out.seen
-    users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users["user_id"].combine_chunks()))
-    index = build_item_index(scorer, data.items, held_out.popularity)
-    tables = [
-        recommend_block(scorer, block, index, settings)[0]
-        for block in user_blocks(users, data.ratings, data.items, block_size)
-    ]
-    return rows_to_lists(pa.concat_tables(tables), held_out.user_ids, data.items["movie_id"], settings.final_k)
+
+    def __init__(self, scorer: BundleScorer, held_out: HeldOut, block_size: int = 1024) -> None:
+        data = held_out.seen
+        users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users["user_id"].combine_chunks()))
+        self._scorer = scorer
+        self._held_out = held_out
+        self._blocks = user_blocks(users, data.ratings, data.items, block_size)
+        self._index = build_item_index(scorer, data.items, held_out.popularity)
+
+    def __call__(self, settings: RecommendSettings) -> np.ndarray:
+        """`[users, final_k]` item indices into `seen.items`, -1 empty."""
+        tables = [recommend_block(self._scorer, block, self._index, settings)[0] for block in self._blocks]
+        items = self._held_out.seen.items["movie_id"]
+        return rows_to_lists(pa.concat_tables(tables), self._held_out.user_ids, items, settings.final_k)
 
 
 def rows_to_lists(recommendations: pa.Table, user_ids: pa.Array, item_ids, width: int) -> np.ndarray:

@@ -60,10 +60,11 @@ def select(bundle: str, config: ExperimentConfig, fit: InteractionData, validati
     base = _settings(config, fit)
     rerankers = [name for name in RATING_SIGNATURES if name in scorer.manifest["signatures"]]
     held_out = evaluation.HeldOut.build(fit, validation)
+    job_lists = evaluation.JobLists(scorer, held_out)
 
     def per_user(name: str, weight: float, popularity: float) -> np.ndarray:
         settings = dataclasses.replace(base, reranker=name, blend_weight=weight, popularity_weight=popularity)
-        top = evaluation.job_lists(scorer, held_out, settings)
+        top = job_lists(settings)
         every = metrics.per_user_scores(top, held_out.relevant, SELECTION_K)["ndcg"]
         liked = metrics.per_user_scores(top, held_out.liked, SELECTION_K)["ndcg"]
         # Both relevance definitions count: what users will watch, and what they will like.
@@ -121,26 +122,22 @@ def lists_on_test(
     re-ranker nor popularity prior: the two towers' order, all `top_k` rows),
     `most_popular` and `ease`.
     """
-    scorer = BundleScorer(bundle)
     base = _settings(config, train)
     held_out = evaluation.HeldOut.build(train, test)
+    job_lists = evaluation.JobLists(BundleScorer(bundle), held_out)
     lists = {
-        f"final_{name}": evaluation.job_lists(
-            scorer,
-            held_out,
+        f"final_{name}": job_lists(
             dataclasses.replace(
                 base,
                 reranker=name,
                 blend_weight=selection["blend_weights"][name],
                 popularity_weight=selection["popularity_weights"][name],
-            ),
+            )
         )
         for name in selection["blend_weights"]
     }
     lists["final"] = lists[f"final_{selection['reranker']}"]
-    lists["retrieval"] = evaluation.job_lists(
-        scorer, held_out, dataclasses.replace(base, final_k=config.training.top_k)
-    )
+    lists["retrieval"] = job_lists(dataclasses.replace(base, final_k=config.training.top_k))
     lists["most_popular"] = evaluation.popular_lists(held_out, config.training.top_k)
     lists["ease"] = evaluation.ease_lists(held_out, selection["ease_l2"], config.training.top_k)
     return {name: evaluation.list_figures(top, held_out, config.training.final_k) for name, top in lists.items()}

@@ -19,8 +19,8 @@ import tensorflow as tf
 from recsys_core import outputs
 from recsys_core.data.tables import group_by_user
 from recsys_core.export import load_bundle, read_text
-from recsys_core.features.history import history_matrix, item_id_bytes
-from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
+from recsys_core.features.history import history_matrix
+from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays, string_bytes
 from recsys_core.scoring import blend, rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
@@ -88,7 +88,7 @@ class ItemIndex:
     @functools.cached_property
     def id_bytes(self) -> np.ndarray:
         """`[items]` object array of the item ids as bytes (history inputs)."""
-        return item_id_bytes(self.items["movie_id"])
+        return string_bytes(self.items["movie_id"])
 
 
 @dataclasses.dataclass

@@ -46,7 +46,7 @@ def test_ease_baseline_matches_the_published_reference(held_out):
 
 
 def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k, tmp_path):
-    """The same bundle, data and settings: `job_lists` (offline) and the Beam job's table agree row for row."""
+    """The same bundle, data and settings: `JobLists` (offline) and the Beam job's table agree row for row."""
     from jobs import batch_recommend
 
     manifest = batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22"])
@@ -62,7 +62,7 @@ def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k,
         popularity_weight=parameters["popularity_weight"],
     )
     everyone = evaluation.HeldOut.build(ml100k, ml100k)  # the job sees every rating; every user is scored
-    offline = evaluation.job_lists(BundleScorer(ml100k_bundle), everyone, settings)
+    offline = evaluation.JobLists(BundleScorer(ml100k_bundle), everyone)(settings)
     from_table = evaluation.rows_to_lists(
         pa.Table.from_pandas(written, preserve_index=False),
         everyone.user_ids,

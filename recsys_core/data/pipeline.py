@@ -7,8 +7,8 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
-from recsys_core.features.history import history_matrix, item_id_bytes
-from recsys_core.features.schema import HISTORY, LABEL, RATING_FEATURES, feature_arrays
+from recsys_core.features.history import history_matrix
+from recsys_core.features.schema import HISTORY, LABEL, RATING_FEATURES, feature_arrays, string_bytes
 from recsys_core.models.retrieval import CANDIDATE_PROBABILITY
 
 EXAMPLE_FEATURES = RATING_FEATURES + (LABEL,)
@@ -36,7 +36,7 @@ def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, 
 def user_histories(train: InteractionData, length: int) -> np.ndarray:
     """`[users, n]` ids of each user's last `length` training items (rows of `train.users`), padded with b""."""
     seen, _ = group_by_user(train.ratings, train.users["user_id"], train.items["movie_id"])
-    return history_matrix(seen, item_id_bytes(train.items["movie_id"]), length)
+    return history_matrix(seen, string_bytes(train.items["movie_id"]), length)
 
 
 def with_history(batch: dict, histories) -> dict:

@@ -29,8 +29,3 @@ def history_matrix(seen: list[np.ndarray], item_ids: np.ndarray, length: int) ->
         recent = np.asarray(items[len(items) - min(len(items), width) :], dtype=np.int64)
         matrix[row, : len(recent)] = item_ids[recent]
     return matrix
-
-
-def item_id_bytes(ids) -> np.ndarray:
-    """`[items]` object array of bytes from a pyarrow string array or column."""
-    return np.array([v.encode() for v in ids.to_pylist()], dtype=object)

@@ -69,10 +69,15 @@ def feature_arrays(table: pa.Table, names: tuple[str, ...]) -> dict[str, np.ndar
         if name == "movie_genres":
             arrays[name] = pad_genres(column.to_pylist())
         elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            arrays[name] = np.array([v.encode() for v in column.to_pylist()], dtype=object)
+            arrays[name] = string_bytes(column)
         else:
             arrays[name] = column.to_numpy().astype(_DTYPES[name])
     return arrays
+
+
+def string_bytes(column) -> np.ndarray:
+    """`[rows]` object array of bytes from a pyarrow string array or column (how TF takes strings)."""
+    return np.array([v.encode() for v in column.to_pylist()], dtype=object)
 
 
 def pad_genres(genres: list[list[int]]) -> np.ndarray:
