@@ -13,6 +13,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["recsys_core", "recsys_core.*", "jobs", "jobs.*"]),
     py_modules=["train"],
+    package_data={"recsys_core": ["schemas/*.json"]},
     install_requires=[
         # Verified together (GUIDE §3): ScaNN 1.4.2's ops are built for TF 2.20.
         "tensorflow==2.20.0",

@@ -17,14 +17,16 @@ import sys
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from recsys_core.config import DATA_SOURCES, EXPERIMENTS, SPLITS, STRATEGIES, apply_overrides, experiment
 from recsys_core.console import configure_logging
+from recsys_core.registry import MODEL_NAMES, MODELS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--experiment", default="ml100k", choices=sorted(EXPERIMENTS), help="named experiment")
-    parser.add_argument("--models", help="comma-separated: retrieval,ranking,dlrm,dcn,multitask")
+    parser.add_argument("--models", help=f"comma-separated, of: {','.join(MODEL_NAMES)}")
     parser.add_argument("--data-source", choices=DATA_SOURCES)
     parser.add_argument("--data-path", help="GroupLens directory or .zip, or directory of Parquet tables")
+    parser.add_argument("--schema", help="feature schema of the tables: movielens, shop, ids or a .json file")
     parser.add_argument("--split", choices=SPLITS)
     parser.add_argument("--epochs", type=int, help="epochs for every model")
     parser.add_argument("--batch-size", type=int, help="global batch size for every model")
@@ -44,6 +46,7 @@ def build_config(args: argparse.Namespace):
         "training.models": args.models,
         "data.source": args.data_source,
         "data.path": args.data_path,
+        "data.schema": args.schema,
         "data.split": args.split,
         "training.output_dir": args.output_dir,
         "training.strategy": args.strategy,
@@ -51,10 +54,10 @@ def build_config(args: argparse.Namespace):
         "training.cpu_devices": args.cpu_devices,
         "training.verbose": args.verbose,
     }
-    for model in ("retrieval", "ranking", "dlrm", "dcn", "multitask"):
-        flags[f"{model}.epochs"] = args.epochs
-        flags[f"{model}.batch_size"] = args.batch_size
-        flags[f"{model}.learning_rate"] = args.learning_rate
+    for section in dict.fromkeys(spec.section for spec in MODELS.values()):
+        flags[f"{section}.epochs"] = args.epochs
+        flags[f"{section}.batch_size"] = args.batch_size
+        flags[f"{section}.learning_rate"] = args.learning_rate
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return apply_overrides(config, overrides + args.override).validate()
 
@@ -67,13 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
-    from recsys_core.data import DataError
+    from recsys_core.data import DataError, SchemaError
     from recsys_core.distribute import StrategyError
     from recsys_core.training import run_experiment
 
     try:
         bundle = run_experiment(config)
-    except (DataError, StrategyError) as error:
+    except (DataError, SchemaError, StrategyError) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     if bundle is None:

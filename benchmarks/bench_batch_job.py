@@ -59,7 +59,7 @@ def kernel_users_per_second(bundle: str, data, top_k: int = 100, final_k: int = 
     """The job's per-block work without Beam: load, embed items, then every user block."""
     started = time.perf_counter()
     scorer = BundleScorer(bundle)
-    index = build_item_index(scorer, data.items, item_counts(data.ratings, data.items["movie_id"]))
+    index = build_item_index(scorer, data.items, item_counts(data.ratings, data.items["item_id"]))
     settings = RecommendSettings(top_k, final_k, "ranking", timestamp=1_795_000_000, run_id="bench")
     for block in user_blocks(data.users, data.ratings, data.items, block_size=1024):
         recommend_block(scorer, block, index, settings)

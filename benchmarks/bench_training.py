@@ -27,7 +27,7 @@ from recsys_core.config import experiment
 from recsys_core.data.grouplens import read_grouplens
 from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories
 from recsys_core.data.splits import random_split
-from recsys_core.features.schema import feature_arrays
+from recsys_core.features.arrays import feature_arrays
 from recsys_core.features.vocabulary import fit_vocabulary
 from recsys_core.models.builders import build_model, build_optimizer
 
@@ -45,9 +45,9 @@ class EpochTimer(tf.keras.callbacks.Callback):
 
 def tutorial_examples_per_second(train, items, epochs: int) -> list[float]:
     """The TFRS basic retrieval tutorial, as published (metrics on every step)."""
-    examples = feature_arrays(train.examples, ("user_id", "movie_title"))
+    examples = feature_arrays(train.examples, train.schema, ("user_id", "movie_title"))
     ratings = tf.data.Dataset.from_tensor_slices(examples)
-    all_titles = feature_arrays(items, ("movie_title",))["movie_title"]
+    all_titles = feature_arrays(items, train.schema, ("movie_title",))["movie_title"]
     movies = tf.data.Dataset.from_tensor_slices(all_titles)
     user_ids, titles = np.unique(examples["user_id"]), np.unique(all_titles)
     user_model = tf.keras.Sequential(
@@ -86,10 +86,10 @@ def ours_examples_per_second(train, epochs: int) -> list[float]:
     config = experiment("ml100k")
     vocab = fit_vocabulary(train)
     arrays = example_arrays(train, train)
-    model = build_model("retrieval", config, vocab)
+    model = build_model("retrieval", config, train.schema, vocab)
     model.compile(optimizer=build_optimizer(config.retrieval))
     batch = config.retrieval.batch_size
-    steps = steps_per_epoch(len(arrays["movie_id"]), batch)
+    steps = steps_per_epoch(len(arrays["item_id"]), batch)
     timer = EpochTimer()
     dataset = make_dataset(arrays, user_histories(train, config.retrieval.history_length), batch, 1)
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)

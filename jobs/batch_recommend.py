@@ -36,6 +36,7 @@ from jobs.transforms import (
 from recsys_core import outputs
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError, load_data
+from recsys_core.export import bundle_schema
 from recsys_core.recommend import RecommendSettings
 
 
@@ -81,7 +82,7 @@ def run(argv: list[str] | None = None) -> dict:
     options = RecommendOptions(argv)
     settings = validate(options)
     started = time.perf_counter()
-    data = load_data(settings.data)
+    data = load_data(settings.data, schema=bundle_schema(settings.manifest))
     staging = FileSystems.join(settings.output, "_staging", settings.run_id)
     try:
         items_path, block_paths = stage_inputs(data, FileSystems.join(staging, "input"), settings.block_size)

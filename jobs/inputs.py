@@ -20,7 +20,7 @@ _POPULARITY = "popularity"
 
 def stage_inputs(data: InteractionData, directory: str, block_size: int) -> tuple[str, list[str]]:
     """Writes the items (with popularity) and one file per user block; returns their paths."""
-    items = data.items.append_column(_POPULARITY, pa.array(item_counts(data.ratings, data.items["movie_id"])))
+    items = data.items.append_column(_POPULARITY, pa.array(item_counts(data.ratings, data.items["item_id"])))
     items_path = FileSystems.join(directory, "items.parquet")
     _write(items, items_path)
     block_paths = []

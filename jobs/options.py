@@ -10,7 +10,8 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from recsys_core.config import DATA_SOURCES, DataConfig
-from recsys_core.export import RATING_SIGNATURES, BundleError, read_manifest
+from recsys_core.export import BundleError, read_manifest
+from recsys_core.registry import RATING_MODELS
 
 
 class RecommendOptions(PipelineOptions):
@@ -134,7 +135,7 @@ def _reranking(
     chosen = manifest.get("reranking", {})
     if reranker == "auto":
         reranker = chosen.get("reranker", "none")
-    rerankers = [name for name in RATING_SIGNATURES if name in manifest["signatures"]]
+    rerankers = [name for name in RATING_MODELS if name in manifest["signatures"]]
     if reranker != "none" and reranker not in rerankers:
         raise ValueError(
             f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"

@@ -118,7 +118,7 @@ class ItemEmbeddings(beam.PTransform):
     def expand(self, index):
         return index | "ToTable" >> beam.Map(
             lambda i, version: outputs.embeddings_table(
-                outputs.ITEM_EMBEDDINGS_SCHEMA, i.items["movie_id"], i.embeddings, version
+                outputs.ITEM_EMBEDDINGS_SCHEMA, i.items["item_id"], i.embeddings, version
             ),
             self._version,
         )

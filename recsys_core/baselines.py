@@ -18,7 +18,7 @@ def interaction_matrix(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array
     """Binary user-item matrix of who rated what.
 
     Args:
-        ratings: table with user_id, movie_id and timestamp columns.
+        ratings: table with user_id, item_id and timestamp columns.
         user_ids, item_ids: the rows and columns; ratings of other ids are skipped.
 
     Returns:
@@ -100,7 +100,7 @@ def fit_bias(ratings: pa.Table, reg_user: float = 3.0, reg_item: float = 2.0, it
     (0.9446; within 0.002 of it for reg_user in [0, 7] and reg_item in [1, 5]).
 
     Args:
-        ratings: table with user_id, movie_id and user_rating columns.
+        ratings: table with user_id, item_id and rating columns.
         reg_user, reg_item: shrinkage of the user and item biases towards 0.
         iterations: alternations; the biases settle within a few.
 
@@ -108,8 +108,8 @@ def fit_bias(ratings: pa.Table, reg_user: float = 3.0, reg_item: float = 2.0, it
         the fitted `BiasModel`.
     """
     user_ids, users = _encode(ratings["user_id"])
-    item_ids, items = _encode(ratings["movie_id"])
-    residual = ratings["user_rating"].to_numpy().astype(np.float64)
+    item_ids, items = _encode(ratings["item_id"])
+    residual = ratings["rating"].to_numpy().astype(np.float64)
     mean = float(residual.mean())
     residual -= mean
     user_count = np.bincount(users, minlength=len(user_ids))

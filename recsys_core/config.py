@@ -10,9 +10,10 @@ import dataclasses
 import typing
 from dataclasses import dataclass, field
 
-MODEL_NAMES = ("retrieval", "ranking", "dlrm", "dcn", "multitask")
+from recsys_core.registry import MODEL_NAMES, MODELS
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
-DATA_SOURCES = ("grouplens", "tfds", "parquet", "synthetic")
+DATA_SOURCES = ("grouplens", "tfds", "parquet", "synthetic", "shop")
 SPLITS = ("random", "temporal")
 
 
@@ -24,6 +25,9 @@ class DataConfig:
     # GroupLens directory or .zip (ml-100k / ml-1m format), or a directory of
     # Parquet tables (interactions/, users/, items/).
     path: str = "../shared/data/ml-100k"
+    # Feature schema of the users and items tables: a built-in name (movielens, shop,
+    # ids) or a .json file; empty: the source's own (ids only for Parquet tables).
+    schema: str = ""
     tfds_name: str = "movielens/100k-ratings"
     split: str = "random"
     test_fraction: float = 0.2
@@ -65,8 +69,8 @@ class RetrievalConfig(FitConfig):
     # Mean embedding of the user's last `history_length` items in the query tower.
     use_history: bool = True
     history_length: int = 100
-    use_title: bool = True
-    use_genres: bool = True
+    # The item features the schema feeds to the towers (titles, genres, categories...).
+    use_item_features: bool = True
     temperature: float = 0.2
     # logQ correction with each item's training frequency (TFRS
     # `candidate_sampling_probability`); keeps popularity in the scores.
@@ -184,7 +188,7 @@ class ExperimentConfig:
         top_k, final_k = self.training.top_k, self.training.final_k
         if not 1 <= final_k <= top_k:
             raise ValueError(f"training.final_k must be in 1..training.top_k ({top_k}), got {final_k}")
-        for name in ("retrieval", "ranking", "dlrm", "dcn", "multitask"):
+        for name in {spec.section for spec in MODELS.values()}:
             fit: FitConfig = getattr(self, name)
             if fit.epochs < 1 or fit.batch_size < 1 or fit.learning_rate <= 0:
                 raise ValueError(f"{name}: epochs, batch_size and learning_rate must be positive, got {fit}")
@@ -206,7 +210,7 @@ def _smoke() -> ExperimentConfig:
     config.data = DataConfig(
         source="synthetic", synthetic_users=300, synthetic_items=120, synthetic_interactions_per_user=20
     )
-    for fit in (config.retrieval, config.ranking, config.dlrm, config.dcn, config.multitask):
+    for fit in _fit_sections(config):
         fit.epochs = 2
         fit.batch_size = 256
     config.retrieval.embedding_dim = 16
@@ -222,11 +226,15 @@ def _smoke() -> ExperimentConfig:
     return config
 
 
+def _fit_sections(config: ExperimentConfig) -> list[FitConfig]:
+    return [getattr(config, section) for section in dict.fromkeys(spec.section for spec in MODELS.values())]
+
+
 def _ml1m() -> ExperimentConfig:
     config = ExperimentConfig(name="ml1m")
     config.data.path = "../shared/data/ml-1m"
     config.data.tfds_name = "movielens/1m-ratings"
-    for fit in (config.retrieval, config.ranking, config.dlrm, config.dcn, config.multitask):
+    for fit in _fit_sections(config):
         fit.batch_size *= 4
     return config
 
@@ -243,11 +251,21 @@ def _synthetic() -> ExperimentConfig:
     return config
 
 
+def _shop() -> ExperimentConfig:
+    """The synthetic shop (`schemas/shop.json`): categories, brands, prices, tags, countries."""
+    config = ExperimentConfig(name="shop")
+    config.data = DataConfig(
+        source="shop", synthetic_users=3_000, synthetic_items=1_000, synthetic_interactions_per_user=25
+    )
+    return config
+
+
 EXPERIMENTS: dict[str, typing.Callable[[], ExperimentConfig]] = {
     "ml100k": ExperimentConfig,
     "ml1m": _ml1m,
     "tfds_100k": _tfds_100k,
     "synthetic": _synthetic,
+    "shop": _shop,
     "smoke": _smoke,
 }
 

@@ -18,8 +18,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core import baselines, metrics
-from recsys_core.data.tables import GENRES, InteractionData, group_by_user, item_counts
+from recsys_core.data.tables import InteractionData, group_by_user, item_counts
 from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_block, user_blocks
+from recsys_core.schema import ITEM_ID, RATING, USER_ID, FeatureSchema
 from recsys_core.scoring import top_k_popular_unseen
 
 Embed = Callable[[dict[str, tf.Tensor]], tf.Tensor]
@@ -65,10 +66,10 @@ class HeldOut:
 
     @classmethod
     def build(cls, seen: InteractionData, held_out: InteractionData) -> HeldOut:
-        items = seen.items["movie_id"]
-        user_ids = pc.unique(held_out.ratings["user_id"].combine_chunks())
+        items = seen.items[ITEM_ID]
+        user_ids = pc.unique(held_out.ratings[USER_ID].combine_chunks())
         relevant, _ = group_by_user(held_out.ratings, user_ids, items)
-        liked_ratings = held_out.ratings.filter(pc.greater_equal(held_out.ratings["user_rating"], LIKED_RATING))
+        liked_ratings = held_out.ratings.filter(pc.greater_equal(held_out.ratings[RATING], LIKED_RATING))
         liked, _ = group_by_user(liked_ratings, user_ids, items)
         return cls(seen, user_ids, relevant, liked, item_counts(seen.ratings, items))
 
@@ -83,7 +84,7 @@ class JobLists:
 
     def __init__(self, scorer: BundleScorer, held_out: HeldOut, block_size: int = 1024) -> None:
         data = held_out.seen
-        users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users["user_id"].combine_chunks()))
+        users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users[USER_ID].combine_chunks()))
         self._scorer = scorer
         self._held_out = held_out
         self._blocks = user_blocks(users, data.ratings, data.items, block_size)
@@ -92,7 +93,7 @@ class JobLists:
     def __call__(self, settings: RecommendSettings) -> np.ndarray:
         """`[users, final_k]` item indices into `seen.items`, -1 empty."""
         tables = [recommend_block(self._scorer, block, self._index, settings)[0] for block in self._blocks]
-        items = self._held_out.seen.items["movie_id"]
+        items = self._held_out.seen.items[ITEM_ID]
         return rows_to_lists(pa.concat_tables(tables), self._held_out.user_ids, items, settings.final_k)
 
 
@@ -113,14 +114,14 @@ def popular_lists(held_out: HeldOut, k: int) -> np.ndarray:
 
 def ease_lists(held_out: HeldOut, l2: float, k: int) -> np.ndarray:
     """EASE top-k with seen items excluded, `[users, k]`."""
-    ratings, items = held_out.seen.ratings, held_out.seen.items["movie_id"]
-    everyone = baselines.interaction_matrix(ratings, held_out.seen.users["user_id"], items)
+    ratings, items = held_out.seen.ratings, held_out.seen.items[ITEM_ID]
+    everyone = baselines.interaction_matrix(ratings, held_out.seen.users[USER_ID], items)
     weights = baselines.ease_item_weights(everyone, l2)
     return baselines.ease_top_k(baselines.interaction_matrix(ratings, held_out.user_ids, items), weights, k)[1]
 
 
 def _seen(held_out: HeldOut) -> list[np.ndarray]:
-    return group_by_user(held_out.seen.ratings, held_out.user_ids, held_out.seen.items["movie_id"])[0]
+    return group_by_user(held_out.seen.ratings, held_out.user_ids, held_out.seen.items[ITEM_ID])[0]
 
 
 def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict[str, float]:
@@ -132,7 +133,11 @@ def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict
         **metrics.list_metrics(top, held_out.relevant, ks),
         **metrics.list_metrics(top, held_out.liked, ks, prefix="rel4_"),
         **metrics.beyond_accuracy(
-            top, items.num_rows, held_out.popularity, genre_vectors(items), min(beyond_k, top.shape[1])
+            top,
+            items.num_rows,
+            held_out.popularity,
+            category_vectors(items, held_out.seen.schema),
+            min(beyond_k, top.shape[1]),
         ),
         **popularity_shares(top[:, :beyond_k], held_out.popularity),
     }
@@ -150,11 +155,20 @@ def popularity_shares(top: np.ndarray, popularity: np.ndarray) -> dict[str, floa
     return {f"popularity_share_{label}": float(share) for label, share in zip(POPULARITY_BINS, shares, strict=True)}
 
 
-def genre_vectors(items: pa.Table) -> np.ndarray:
-    """`[items, genres]` one-hot genre vectors, the item space of intra-list diversity."""
-    vectors = np.zeros((items.num_rows, len(GENRES)), np.float32)
-    for row, genres in enumerate(items["movie_genres"].to_pylist()):
-        vectors[row, [g for g in genres if 0 <= g < len(GENRES)]] = 1.0
+def category_vectors(items: pa.Table, schema: FeatureSchema) -> np.ndarray | None:
+    """`[items, values]` one-hot vectors of the schema's first categorical item feature (MovieLens: genres).
+
+    The item space of intra-list diversity; None (no diversity figure) if the items have no categories.
+    """
+    feature = next((f for f in schema.of("item") if f.kind in ("categorical", "multi_categorical")), None)
+    if feature is None:
+        return None
+    column = items[feature.name]
+    lists = column.to_pylist() if feature.kind == "multi_categorical" else [[v] for v in column.to_pylist()]
+    values = {value: i for i, value in enumerate(sorted({v for row in lists for v in row}, key=str))}
+    vectors = np.zeros((items.num_rows, len(values)), np.float32)
+    for row, categories in enumerate(lists):
+        vectors[row, [values[v] for v in categories]] = 1.0
     return vectors
 
 
@@ -173,10 +187,10 @@ def factorized_top_k(
     batches: list[dict[str, tf.Tensor]],
     ks: tuple[int, ...],
 ) -> dict[str, float]:
-    """TFRS `FactorizedTopK` accuracy of each held-out rating's movie among all items, as the tutorials report."""
+    """TFRS `FactorizedTopK` accuracy of each held-out rating's item among all items, as the tutorials report."""
     index = tfrs.layers.factorized_top_k.BruteForce(k=max(ks))
     index.index(tf.constant(item_embeddings), identifiers=tf.constant(item_ids))
     metric = tfrs.metrics.FactorizedTopK(candidates=index, ks=ks)
     for batch in batches:
-        metric.update_state(query_tower(batch), candidate_tower(batch), true_candidate_ids=batch["movie_id"])
+        metric.update_state(query_tower(batch), candidate_tower(batch), true_candidate_ids=batch[ITEM_ID])
     return {f"factorized_top_{k}": float(value) for k, value in zip(ks, metric.result(), strict=True)}

@@ -5,16 +5,19 @@ A bundle is one directory per training run:
     <version>/saved_model/    signatures below; load with tf.saved_model.load alone
     <version>/manifest.json   version, creation time, config, feature schema,
                               vocabulary sizes, metrics, library versions
+    <version>/feature_schema.json   the schema the models were built from (`schema.load_schema` reads it)
     <version>/metrics.json, config.json, vocabulary.json, plots/, tensorboard/, checkpoints/
 
-Signatures (inputs are `[batch]` tensors named as the features; `movie_genres`
-is `[batch, max_genres]` padded with -1, `user_history` `[batch, n]` padded with b""):
+Signatures (inputs are `[batch]` tensors named as the schema's columns;
+multi-valued features and `user_history` are `[batch, n]` padded with b""):
 
-    query_embedding(user + context features)     -> {"embedding": [batch, dim]}
-    candidate_embedding(item features)           -> {"embedding": [batch, dim]}
-    retrieve(user + context features)            -> {"scores": [batch, k], "movie_ids": [batch, k]}
-    ranking / dlrm / dcn(user + context + item features) -> {"rating": [batch]}
-    multitask(user + context + history + item features) -> {"rating": [batch]}
+    query_embedding(user_id, user features, timestamp, user_history) -> {"embedding": [batch, dim]}
+    candidate_embedding(item_id, item features)                      -> {"embedding": [batch, dim]}
+    retrieve(the query_embedding inputs)          -> {"scores": [batch, k], "item_ids": [batch, k]}
+    <rating model>(user and item inputs the model reads) -> {"rating": [batch]}
+
+Each signature takes only the features its model reads (`Feature.feeds`); the
+manifest lists every signature's inputs.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, RATING_FEATURES, tensor_specs
+from recsys_core import registry
+from recsys_core.features.arrays import item_inputs, query_inputs, tensor_specs, user_inputs
+from recsys_core.schema import HISTORY, FeatureSchema
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: schema-driven inputs, `item_id` naming
 MANIFEST = "manifest.json"
 SAVED_MODEL = "saved_model"
 LATEST = "LATEST"
-RATING_SIGNATURES = ("ranking", "dlrm", "dcn", "multitask")
+FEATURE_SCHEMA = "feature_schema.json"
 _LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "apache-beam", "pyarrow", "numpy")
 
 
@@ -49,36 +54,44 @@ def new_version() -> str:
 
 
 def build_signatures(
-    models: dict[str, tfrs.Model], item_embeddings: np.ndarray | None, item_ids: np.ndarray | None, k: int
+    models: dict[str, tfrs.Model],
+    schema: FeatureSchema,
+    item_embeddings: np.ndarray | None,
+    item_ids: np.ndarray | None,
+    k: int,
 ) -> tuple[tf.Module, dict]:
     """A module tracking the models, and its serving signatures."""
     module = tf.Module()
     module.models = dict(models)
     signatures = {}
-    towers = models.get("retrieval") or models.get("multitask")
+    towers = next((models[name] for name in registry.TOWER_MODELS if name in models), None)
+    query_specs = tensor_specs(schema, query_inputs(schema))
     if towers is not None:
         query_tower, candidate_tower = towers.query_tower, towers.candidate_tower
         module.index = tfrs.layers.factorized_top_k.BruteForce(query_model=query_tower, k=k)
         module.index.index(tf.constant(item_embeddings), identifiers=tf.constant(item_ids.astype(object)))
 
-        @tf.function(input_signature=[tensor_specs(QUERY_FEATURES)])
+        @tf.function(input_signature=[query_specs])
         def query_embedding(features):
             return {"embedding": query_tower(features)}
 
-        @tf.function(input_signature=[tensor_specs(ITEM_FEATURES)])
+        @tf.function(input_signature=[tensor_specs(schema, item_inputs(schema, "towers"))])
         def candidate_embedding(features):
             return {"embedding": candidate_tower(features)}
 
-        @tf.function(input_signature=[tensor_specs(QUERY_FEATURES)])
+        @tf.function(input_signature=[query_specs])
         def retrieve(features):
             scores, ids = module.index(features)
-            return {"scores": scores, "movie_ids": ids}
+            return {"scores": scores, "item_ids": ids}
 
         signatures.update(query_embedding=query_embedding, candidate_embedding=candidate_embedding, retrieve=retrieve)
-    for name in RATING_SIGNATURES:
+    for name in registry.RATING_MODELS:
         if name in models:
-            features = QUERY_FEATURES + ITEM_FEATURES if reads_history(models[name]) else RATING_FEATURES
-            signatures[name] = _rating_signature(models[name], features)
+            reads = registry.spec(name).reads
+            inputs = user_inputs(schema, reads) + item_inputs(schema, reads)
+            if reads_history(models[name]):
+                inputs += (HISTORY,)
+            signatures[name] = _rating_signature(models[name], tensor_specs(schema, inputs))
     return module, signatures
 
 
@@ -87,16 +100,16 @@ def reads_history(model: tf.keras.Model) -> bool:
     return any(getattr(layer, "_use_history", False) for layer in model.submodules)
 
 
-def _rating_signature(model: tfrs.Model, features: tuple[str, ...]):
-    @tf.function(input_signature=[tensor_specs(features)])
+def _rating_signature(model: tfrs.Model, specs: dict):
+    @tf.function(input_signature=[specs])
     def rating(features):
         return {"rating": model(features)}
 
     return rating
 
 
-def save_bundle(directory: str, module: tf.Module, signatures: dict, manifest: dict) -> None:
-    """Writes the SavedModel and the manifest (with signature specs and library versions) into `directory`."""
+def save_bundle(directory: str, module: tf.Module, signatures: dict, schema: FeatureSchema, manifest: dict) -> None:
+    """Writes the SavedModel, the feature schema and the manifest (with signature specs and library versions)."""
     # Saving logs a warning per Keras model about `get_config` and long notes on renamed
     # captures; neither says anything about the bundle, so they are kept off the console.
     loggers = [tf.get_logger(), logging.getLogger("absl")]
@@ -112,9 +125,11 @@ def save_bundle(directory: str, module: tf.Module, signatures: dict, manifest: d
         "format_version": FORMAT_VERSION,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         **manifest,
+        "feature_schema": schema.to_dict(),
         "signatures": {name: _describe(fn) for name, fn in signatures.items()},
         "library_versions": {lib: _version(lib) for lib in _LIBRARIES},
     }
+    write_json(os.path.join(directory, FEATURE_SCHEMA), schema.to_dict())
     write_json(os.path.join(directory, MANIFEST), manifest)
 
 
@@ -189,6 +204,11 @@ def read_manifest(path: str) -> dict:
         raise BundleError(f"{bundle}/{SAVED_MODEL}/saved_model.pb is missing; the bundle is incomplete")
     manifest["path"] = bundle
     return manifest
+
+
+def bundle_schema(manifest: dict) -> FeatureSchema:
+    """The feature schema a bundle's models were built from, named by its file in messages."""
+    return FeatureSchema.from_dict(manifest["feature_schema"], source=os.path.join(manifest["path"], FEATURE_SCHEMA))
 
 
 def load_bundle(path: str):

@@ -20,8 +20,8 @@ import numpy as np
 from recsys_core import baselines, evaluation, metrics
 from recsys_core.config import ExperimentConfig
 from recsys_core.data.tables import InteractionData
-from recsys_core.export import RATING_SIGNATURES
 from recsys_core.recommend import BundleScorer, RecommendSettings
+from recsys_core.registry import RATING_MODELS
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg_at_10"
@@ -58,7 +58,7 @@ def select(bundle: str, config: ExperimentConfig, fit: InteractionData, validati
     """
     scorer = BundleScorer(bundle)
     base = _settings(config, fit)
-    rerankers = [name for name in RATING_SIGNATURES if name in scorer.manifest["signatures"]]
+    rerankers = [name for name in RATING_MODELS if name in scorer.manifest["signatures"]]
     held_out = evaluation.HeldOut.build(fit, validation)
     job_lists = evaluation.JobLists(scorer, held_out)
 
@@ -146,6 +146,6 @@ def lists_on_test(
 def rating_baselines(train: InteractionData, test: InteractionData) -> dict[str, dict[str, float]]:
     """Test RMSE/MAE of user + item biases fitted on the training split (with the global-mean RMSE)."""
     bias = baselines.fit_bias(train.ratings)
-    labels = test.ratings["user_rating"].to_numpy()
-    predictions = bias.predict(test.ratings["user_id"], test.ratings["movie_id"])
+    labels = test.ratings["rating"].to_numpy()
+    predictions = bias.predict(test.ratings["user_id"], test.ratings["item_id"])
     return {"user_item_bias": evaluation.rating_figures(predictions, labels, bias.mean)}

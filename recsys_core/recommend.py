@@ -18,9 +18,10 @@ import tensorflow as tf
 
 from recsys_core import outputs
 from recsys_core.data.tables import group_by_user
-from recsys_core.export import load_bundle, read_text
+from recsys_core.export import bundle_schema, load_bundle, read_text
+from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
-from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays, string_bytes
+from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 from recsys_core.scoring import blend, rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
@@ -37,6 +38,7 @@ class BundleScorer:
 
     def __init__(self, bundle: str) -> None:
         self.manifest, self._model = load_bundle(bundle)
+        self.schema = bundle_schema(self.manifest)
         vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], "vocabulary.json")))
         self._user_ids = pa.array(vocabulary["user_ids"], pa.string())
         self.version = self.manifest["bundle_version"]
@@ -54,7 +56,11 @@ class BundleScorer:
 
     def embed_items(self, items: pa.Table) -> np.ndarray:
         """`[items, dim]` candidate-tower embeddings."""
-        return self._call("candidate_embedding", feature_arrays(items, ITEM_FEATURES), "embedding")
+        return self._call("candidate_embedding", self.item_arrays(items), "embedding")
+
+    def item_arrays(self, items: pa.Table) -> dict[str, np.ndarray]:
+        """Every item-side input of the bundle's signatures, for the rows of `items`."""
+        return feature_arrays(items, self.schema, item_inputs(self.schema))
 
     def embed_users(self, queries: dict[str, np.ndarray]) -> np.ndarray:
         """`[users, dim]` query-tower embeddings of `query_arrays` inputs."""
@@ -64,7 +70,7 @@ class BundleScorer:
         """`[len(rows)]` predicted ratings of query rows `rows` `[pairs]` paired with the rows of `items`."""
         needed = self.manifest["signatures"][reranker]["inputs"]
         users = {name: queries[name][rows] for name in needed if name in queries}
-        return self._call(reranker, {**users, **feature_arrays(items, ITEM_FEATURES)}, "rating")
+        return self._call(reranker, {**users, **self.item_arrays(items)}, "rating")
 
     def known_users(self, user_ids: pa.Array) -> np.ndarray:
         """`[users]` bool: the bundle has an embedding of its own for this id (not OOV)."""
@@ -76,7 +82,7 @@ class ItemIndex:
     """All items with their embeddings and popularity, shared by every user block.
 
     Attributes:
-        items: the items table (`ITEMS_SCHEMA`), row i is item index i.
+        items: the items table (the bundle schema's), row i is item index i.
         embeddings: `[items, dim]` float32.
         popularity: `[items]` interaction counts, for the fallback.
     """
@@ -88,7 +94,7 @@ class ItemIndex:
     @functools.cached_property
     def id_bytes(self) -> np.ndarray:
         """`[items]` object array of the item ids as bytes (history inputs)."""
-        return string_bytes(self.items["movie_id"])
+        return string_bytes(self.items[ITEM_ID])
 
 
 @dataclasses.dataclass
@@ -146,7 +152,7 @@ def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarr
 
 def user_blocks(users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int) -> list[UserBlock]:
     """Splits users into blocks, each user with their rated items (oldest first) and last rating time."""
-    rated, times = group_by_user(ratings, users["user_id"], items["movie_id"])
+    rated, times = group_by_user(ratings, users[USER_ID], items[ITEM_ID])
     seen = [_unique_keep_last(r) for r in rated]
     last_seen = np.array([t.max() if len(t) else -1 for t in times], dtype=np.int64)
     spans = [slice(start, start + block_size) for start in range(0, users.num_rows, block_size)]
@@ -160,7 +166,9 @@ def _unique_keep_last(items: np.ndarray) -> np.ndarray:
     return reversed_items[np.sort(first)][::-1]
 
 
-def query_inputs(block: UserBlock, index: ItemIndex, run_timestamp: int, history_length: int) -> dict[str, np.ndarray]:
+def query_inputs(
+    block: UserBlock, index: ItemIndex, schema: FeatureSchema, run_timestamp: int, history_length: int
+) -> dict[str, np.ndarray]:
     """The query-time policy, shared by the job and the offline evaluation.
 
     Each user is queried at the time of their last interaction (the run date for
@@ -168,7 +176,7 @@ def query_inputs(block: UserBlock, index: ItemIndex, run_timestamp: int, history
     same inputs the model saw for that user in training, whatever the run date.
     """
     times = np.where(block.last_seen >= 0, block.last_seen, run_timestamp)
-    return query_arrays(block.users, times, history_matrix(block.seen, index.id_bytes, history_length))
+    return query_arrays(block.users, schema, times, history_matrix(block.seen, index.id_bytes, history_length))
 
 
 def recommend_block(
@@ -183,8 +191,8 @@ def recommend_block(
         recommendations (`outputs.RECOMMENDATIONS_SCHEMA`), user embeddings
         (`outputs.USER_EMBEDDINGS_SCHEMA`), and counts for Beam counters.
     """
-    user_ids = block.users["user_id"].combine_chunks()
-    query = query_inputs(block, index, settings.timestamp, scorer.history_length)
+    user_ids = block.users[USER_ID].combine_chunks()
+    query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
     queries = scorer.embed_users(query)
     retrieval_scores, candidates = top_k_unseen(queries, index.embeddings, block.seen, settings.top_k)
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
@@ -213,7 +221,7 @@ def recommend_block(
     recommendations = outputs.recommendations_table(
         user_ids=user_ids.take(pa.array(rows)),
         ranks=ranks + 1,
-        item_ids=index.items["movie_id"].take(pa.array(item_rows)),
+        item_ids=index.items[ITEM_ID].take(pa.array(item_rows)),
         retrieval_scores=np.take_along_axis(retrieval_scores, order, axis=1)[rows, ranks],
         ranking_scores=np.take_along_axis(ranking_scores, order, axis=1)[rows, ranks],
         scores=np.take_along_axis(scores, order, axis=1)[rows, ranks],
@@ -237,7 +245,7 @@ def similar_items(index: ItemIndex, k: int, model_version: str) -> pa.Table:
     unit = index.embeddings / np.maximum(norms, 1e-12)
     scores, neighbours = top_k_unseen(unit, unit, [np.array([i]) for i in range(len(unit))], k)
     rows, ranks = np.nonzero(neighbours >= 0)
-    ids = index.items["movie_id"].combine_chunks()
+    ids = index.items[ITEM_ID].combine_chunks()
     return outputs.similar_items_table(
         ids.take(pa.array(rows)),
         ranks + 1,

@@ -24,6 +24,7 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 from recsys_core.config import EXPERIMENTS, apply_overrides, experiment
 from recsys_core.console import configure_logging
 from recsys_core.evaluation import POPULARITY_BINS
+from recsys_core.registry import MODELS, RATING_MODELS
 
 TUTORIAL_SEED = 42
 SYSTEMS = {  # metrics.json key -> row label
@@ -37,7 +38,7 @@ SYSTEMS = {  # metrics.json key -> row label
     "most_popular": "most popular unseen",
     "ease": "EASE",
 }
-RATING_SYSTEMS = {"ranking": "ranking", "dlrm": "dlrm", "dcn": "dcn", "multitask": "multitask"}
+RATING_SYSTEMS = {name: name for name in RATING_MODELS}
 _SHOWN = (
     "ndcg_at_10",
     "recall_at_10",
@@ -104,7 +105,7 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
             overrides.append(f"data.seed={seed}" if kind == "random" else f"training.seed={seed}")
             overrides.append(f"training.output_dir={os.path.join(args.output_dir, 'bundles', f'{kind}-{seed}')}")
             if args.epochs:
-                overrides += [f"{m}.epochs={args.epochs}" for m in ("retrieval", "ranking", "dlrm", "dcn", "multitask")]
+                overrides += [f"{spec.section}.epochs={args.epochs}" for spec in MODELS.values()]
             config = apply_overrides(config, overrides + args.override).validate()
             logging.info("training on the %s split, seed %d", kind, seed)
             bundle = run_experiment(config)

@@ -20,18 +20,11 @@ from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories, with_history
 from recsys_core.data.splits import split
 from recsys_core.distribute import is_chief, make_strategy, split_cpu
-from recsys_core.features.schema import (
-    CONTEXT_FEATURES,
-    HISTORY,
-    ITEM_FEATURES,
-    QUERY_FEATURES,
-    USER_FEATURES,
-    feature_arrays,
-    tensor_specs,
-)
+from recsys_core.features.arrays import feature_arrays, item_inputs
 from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
-from recsys_core.models.builders import RATING_MODELS, TOWER_MODELS, build_model, build_optimizer
-from recsys_core.models.dlrm import INTERACTION_INPUTS
+from recsys_core.models.builders import build_model, build_optimizer
+from recsys_core.registry import RATING_MODELS, TOWER_MODELS
+from recsys_core.schema import ITEM_ID, RATING, FeatureSchema
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +48,7 @@ class ModelInputs:
         histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
         test, test_histories: the test examples, with histories from the whole training split.
         items: the item catalogue.
+        schema: the feature schema of the users and items tables.
     """
 
     train: dict[str, np.ndarray]
@@ -63,6 +57,7 @@ class ModelInputs:
     test: dict[str, np.ndarray]
     test_histories: np.ndarray
     items: pa.Table
+    schema: FeatureSchema
 
     @classmethod
     def build(cls, train: InteractionData, validation: InteractionData | None, test: InteractionData, length: int):
@@ -80,6 +75,7 @@ class ModelInputs:
             test=example_arrays(test, seen),
             test_histories=user_histories(seen, length),
             items=train.items,
+            schema=train.schema,
         )
 
 
@@ -104,10 +100,10 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     tf.keras.utils.set_random_seed(config.training.seed)
 
     data = load_data(config.data)
-    if data.lineage.get("implicit") and set(config.training.models) & set(RATING_MODELS):
+    if not data.schema.rating and set(config.training.models) & set(RATING_MODELS):
         raise DataError(
-            "the interactions table has no rating column, so rating models cannot be trained; "
-            "use --models retrieval or add a rating column"
+            f"{data.schema.describe()} declares no ratings (implicit feedback), so rating models cannot be "
+            "trained; use --models retrieval or add a rating column"
         )
     train, test = split(data, config.data.split, config.data.test_fraction, config.data.seed)
     fit, validation = split(train, config.data.split, config.data.validation_fraction, config.data.seed)
@@ -136,7 +132,6 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             "test": test.ratings.num_rows,
             "refit_on_train": config.training.refit,
         },
-        "feature_schema": _feature_schema(),
         "query_policy": {"history_length": length, "query_time": "last_interaction"},
         "index_k": config.training.index_k,
         "num_replicas": strategy.num_replicas_in_sync,
@@ -148,7 +143,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         trained = {name: fit_model(name, config, vocab, strategy, inputs, staging) for name in config.training.models}
         _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, "plots"))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
-        _export(selection_bundle, trained, fit.items, vocab, {**manifest, "metrics": {}})
+        _export(selection_bundle, trained, fit, vocab, {**manifest, "metrics": {}})
         if chief and towers:
             manifest["reranking"] = protocol.select(selection_bundle, config, fit, validation)
         if config.training.refit:
@@ -163,7 +158,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
         manifest["metrics"] = {name: result.metrics for name, result in trained.items()}
         manifest["vocabulary_sizes"] = vocab.sizes()
-        _export(staging, trained, train.items, vocab, manifest)
+        _export(staging, trained, train, vocab, manifest)
         if chief:
             manifest["metrics"]["baselines"] = protocol.rating_baselines(train, test)
             if towers:
@@ -189,24 +184,25 @@ def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.nda
     os.makedirs(directory, exist_ok=True)
     for name, result in trained.items():
         plots.plot_history(name, result.history, os.path.join(directory, f"{name}_training.png"))
-        if name in ("dlrm", "dcn"):
+        if hasattr(getattr(result.model, "scorer", None), "interaction_matrix"):  # DLRM and DCN
             batch = {k: tf.constant(v[:4096]) for k, v in test_arrays.items()}
             matrix = result.model.scorer.interaction_matrix(batch).numpy()
             path = os.path.join(directory, f"{name}_interactions.png")
-            plots.plot_interactions(matrix, INTERACTION_INPUTS, path, f"{name}: mean |<e_i, e_j>|")
+            names = result.model.scorer.embeddings.input_names
+            plots.plot_interactions(matrix, names, path, f"{name}: mean |<e_i, e_j>|")
 
 
 def _export(
-    directory: str, trained: dict[str, TrainedModel], items: pa.Table, vocab: FeatureVocabulary, manifest: dict
+    directory: str, trained: dict[str, TrainedModel], data: InteractionData, vocab: FeatureVocabulary, manifest: dict
 ) -> None:
-    item_embeddings, item_ids = _item_index(trained, items)
+    item_embeddings, item_ids = _item_index(trained, data.items, data.schema)
     models = {name: result.model for name, result in trained.items()}
-    module, signatures = export.build_signatures(models, item_embeddings, item_ids, manifest["index_k"])
+    module, signatures = export.build_signatures(models, data.schema, item_embeddings, item_ids, manifest["index_k"])
     os.makedirs(directory, exist_ok=True)
     export.write_json(os.path.join(directory, "metrics.json"), manifest["metrics"])
     export.write_json(os.path.join(directory, "config.json"), manifest["config"])
     export.write_text(os.path.join(directory, "vocabulary.json"), vocab.to_json())
-    export.save_bundle(directory, module, signatures, manifest)
+    export.save_bundle(directory, module, signatures, data.schema, manifest)
 
 
 def fit_model(
@@ -226,7 +222,7 @@ def fit_model(
     """
     fit = getattr(config, name)
     with strategy.scope():
-        model = build_model(name, config, vocab)
+        model = build_model(name, config, inputs.schema, vocab)
         model.compile(optimizer=build_optimizer(fit))
     batch = fit.batch_size
     stage = name if inputs.validation is not None else f"{name}-refit"
@@ -246,14 +242,14 @@ def fit_model(
             validation_data=strategy.distribute_datasets_from_function(
                 lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
             ),
-            validation_steps=steps_per_epoch(len(inputs.validation["movie_id"]), batch),
+            validation_steps=steps_per_epoch(len(inputs.validation[ITEM_ID]), batch),
         )
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(
                 monitor=monitor, patience=config.training.early_stopping_patience, restore_best_weights=True
             )
         )
-    steps = steps_per_epoch(len(inputs.train["movie_id"]), batch)
+    steps = steps_per_epoch(len(inputs.train[ITEM_ID]), batch)
     started = time.perf_counter()
     history = model.fit(
         train_data,
@@ -286,16 +282,16 @@ def evaluate(
     metrics = {}
     if name in RATING_MODELS:
         predictions = evaluation.batched(tf.function(model), test)
-        metrics.update(evaluation.rating_figures(predictions, test["user_rating"], vocab.rating_mean))
+        metrics.update(evaluation.rating_figures(predictions, test[RATING], vocab.rating_mean))
     if name in TOWER_MODELS:
         candidate_tower = tf.function(model.candidate_tower)
-        items = feature_arrays(inputs.items, ITEM_FEATURES)
+        items = feature_arrays(inputs.items, inputs.schema, item_inputs(inputs.schema, "towers"))
         metrics.update(
             evaluation.factorized_top_k(
                 tf.function(model.query_tower),
                 candidate_tower,
                 evaluation.batched(candidate_tower, items),
-                items["movie_id"],
+                items[ITEM_ID],
                 evaluation.tensor_batches(test),
                 config.training.eval_ks,
             )
@@ -303,20 +299,10 @@ def evaluate(
     return metrics
 
 
-def _item_index(trained: dict[str, TrainedModel], items: pa.Table):
-    towers = trained.get("retrieval") or trained.get("multitask")
+def _item_index(trained: dict[str, TrainedModel], items: pa.Table, schema: FeatureSchema):
+    towers = next((trained[name] for name in TOWER_MODELS if name in trained), None)
     if towers is None:
         return None, None
-    embeddings = evaluation.batched(tf.function(towers.model.candidate_tower), feature_arrays(items, ITEM_FEATURES))
-    return embeddings, items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
-
-
-def _feature_schema() -> dict:
-    specs = tensor_specs(QUERY_FEATURES + ITEM_FEATURES)
-    return {
-        "user": list(USER_FEATURES),
-        "context": list(CONTEXT_FEATURES),
-        "history": HISTORY,
-        "item": list(ITEM_FEATURES),
-        "dtypes": {name: spec.dtype.name for name, spec in specs.items()},
-    }
+    arrays = feature_arrays(items, schema, item_inputs(schema, "towers"))
+    embeddings = evaluation.batched(tf.function(towers.model.candidate_tower), arrays)
+    return embeddings, items[ITEM_ID].to_numpy(zero_copy_only=False).astype(object)

@@ -17,8 +17,8 @@ def ratings_table(rows: list[tuple[str, str, float]]) -> pa.Table:
     return pa.table(
         {
             "user_id": pa.array(users),
-            "movie_id": pa.array(items),
-            "user_rating": pa.array(values, pa.float32()),
+            "item_id": pa.array(items),
+            "rating": pa.array(values, pa.float32()),
             "timestamp": pa.array(range(len(rows)), pa.int64()),
         }
     )
@@ -67,10 +67,10 @@ def test_bias_model_converges_to_the_regularised_fixed_point():
     rows = [(f"u{rng.integers(6)}", f"i{rng.integers(5)}", float(rng.integers(1, 6))) for _ in range(40)]
     table = ratings_table(rows)
     model = fit_bias(table, reg_user=2.0, reg_item=3.0, iterations=200)
-    residual = table["user_rating"].to_numpy() - model.predict(table["user_id"], table["movie_id"])
+    residual = table["rating"].to_numpy() - model.predict(table["user_id"], table["item_id"])
     for column, ids, biases, reg in (
         ("user_id", model.user_ids, model.user_bias, 2.0),
-        ("movie_id", model.item_ids, model.item_bias, 3.0),
+        ("item_id", model.item_ids, model.item_bias, 3.0),
     ):
         keys = table[column].to_numpy(zero_copy_only=False)
         for key, bias in zip(ids.to_pylist(), biases, strict=True):  # sum of residuals = reg * bias at the optimum
@@ -79,11 +79,11 @@ def test_bias_model_converges_to_the_regularised_fixed_point():
 
 def test_baselines_reproduce_the_movielens_reference_figures(ml100k_split):
     train, test = ml100k_split
-    predicted = fit_bias(train.ratings).predict(test.ratings["user_id"], test.ratings["movie_id"])
-    rmse = np.sqrt(np.mean((predicted - test.ratings["user_rating"].to_numpy()) ** 2))
+    predicted = fit_bias(train.ratings).predict(test.ratings["user_id"], test.ratings["item_id"])
+    rmse = np.sqrt(np.mean((predicted - test.ratings["rating"].to_numpy()) ** 2))
     assert 0.93 <= rmse <= 0.95
 
-    users, items = train.users["user_id"], train.items["movie_id"]
+    users, items = train.users["user_id"], train.items["item_id"]
     matrix = interaction_matrix(train.ratings, users, items)
     _, top = ease_top_k(matrix, ease_item_weights(matrix, 500.0), k=10)
     discounts = 1.0 / np.log2(np.arange(2, 12))

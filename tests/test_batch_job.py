@@ -21,7 +21,8 @@ from conftest import REPO
 from jobs import batch_recommend
 from recsys_core import outputs
 from recsys_core.data import DataError
-from recsys_core.features.schema import ITEM_FEATURES, feature_arrays, query_arrays
+from recsys_core.data.movielens import movielens_schema
+from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays
 
 RUN_DATE = "2026-11-22"
 FINAL_K = 20
@@ -51,9 +52,9 @@ def test_every_user_gets_final_k_ranked_unseen_real_items(job, ml100k):
     # Scored in 2026 with a model of 1998 ratings: predictions stay on the rating scale.
     assert recs["ranking_score"].between(0.5, 5.5).all()
     assert set(recs["source"]) == {"model"}
-    rated = set(zip(ml100k.ratings["user_id"].to_pylist(), ml100k.ratings["movie_id"].to_pylist(), strict=True))
+    rated = set(zip(ml100k.ratings["user_id"].to_pylist(), ml100k.ratings["item_id"].to_pylist(), strict=True))
     assert not any((u, i) in rated for u, i in zip(recs["user_id"], recs["item_id"], strict=True))
-    assert set(recs["item_id"]) <= set(ml100k.items["movie_id"].to_pylist())
+    assert set(recs["item_id"]) <= set(ml100k.items["item_id"].to_pylist())
     assert manifest["counters"]["users_scored"] == 943
     assert manifest["counters"]["items_excluded"] == 100_000
     assert manifest["row_counts"][outputs.RECOMMENDATIONS] == 943 * FINAL_K
@@ -102,37 +103,42 @@ def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bun
     by_user = ratings.groupby("user_id")
     user_ids = users["user_id"].to_pylist()
     last_time = by_user["timestamp"].max()[user_ids].to_numpy()
-    recent = by_user["movie_id"].apply(lambda m: [i.encode() for i in m.tolist()[-length:]])[user_ids]
+    recent = by_user["item_id"].apply(lambda m: [i.encode() for i in m.tolist()[-length:]])[user_ids]
     history = np.full((len(user_ids), max(map(len, recent))), b"", dtype=object)
     for row, ids in enumerate(recent):
         history[row, : len(ids)] = ids
-    queries = model.signatures["query_embedding"](**_tensors(query_arrays(users, last_time, history)))
-    candidates = model.signatures["candidate_embedding"](**_tensors(feature_arrays(items, ITEM_FEATURES)))
+    schema = movielens_schema()
+    signatures = json.loads((Path(ml100k_bundle) / "manifest.json").read_text())["signatures"]
+
+    def call(name, arrays):
+        return model.signatures[name](**_tensors({k: arrays[k] for k in signatures[name]["inputs"]}))
+
+    queries = call("query_embedding", query_arrays(users, schema, last_time, history))
+    candidates = call("candidate_embedding", feature_arrays(items, schema, item_inputs(schema)))
     scores = tf.matmul(queries["embedding"], candidates["embedding"], transpose_b=True).numpy()
     user_index = {u: i for i, u in enumerate(user_ids)}
-    item_index = {m: i for i, m in enumerate(items["movie_id"].to_pylist())}
-    for user, movie in zip(ratings["user_id"], ratings["movie_id"], strict=True):
+    item_index = {m: i for i, m in enumerate(items["item_id"].to_pylist())}
+    for user, movie in zip(ratings["user_id"], ratings["item_id"], strict=True):
         scores[user_index[user], item_index[movie]] = -np.inf
     retrieval, top = (t.numpy() for t in tf.math.top_k(scores, k=100))
     rows = np.repeat(np.arange(users.num_rows), 100)
     pairs = {
-        **query_arrays(users.take(rows), last_time[rows], history[rows]),
-        **feature_arrays(items.take(top.ravel()), ITEM_FEATURES),
+        **query_arrays(users.take(rows), schema, last_time[rows], history[rows]),
+        **feature_arrays(items.take(top.ravel()), schema, item_inputs(schema)),
     }
-    inputs = json.loads((Path(ml100k_bundle) / "manifest.json").read_text())["signatures"][reranker]["inputs"]
-    rated = model.signatures[reranker](**_tensors({k: pairs[k] for k in inputs}))["rating"].numpy().reshape(-1, 100)
+    rated = call(reranker, pairs)["rating"].numpy().reshape(-1, 100)
 
     def z(values):
         return (values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True)
 
-    counts = ratings["movie_id"].value_counts().reindex(items["movie_id"].to_pylist(), fill_value=0).to_numpy()
+    counts = ratings["item_id"].value_counts().reindex(items["item_id"].to_pylist(), fill_value=0).to_numpy()
     prior = z(np.log1p(counts[top].astype(np.float64)))
     final = weight * z(rated.astype(np.float64)) + (1 - weight) * z(retrieval.astype(np.float64))
     final += parameters["popularity_weight"] * prior
     expected = {}
     for row, user in enumerate(user_ids):
         order = np.lexsort((top[row], -retrieval[row], -final[row]))[:FINAL_K]
-        expected[user] = [items["movie_id"][int(i)].as_py() for i in top[row][order]]
+        expected[user] = [items["item_id"][int(i)].as_py() for i in top[row][order]]
     ours = recs.groupby("user_id")["item_id"].apply(list).to_dict()
     assert ours == expected
 

@@ -6,11 +6,11 @@ from recsys_core.config import EXPERIMENTS, apply_overrides, experiment, from_di
 def test_overrides_are_typed():
     config = apply_overrides(
         experiment("ml100k"),
-        ["retrieval.epochs=3", "retrieval.tower_layers=128,64", "retrieval.use_title=false", "ranking.l2=1e-3"],
+        ["retrieval.epochs=3", "retrieval.tower_layers=128,64", "retrieval.use_item_features=false", "ranking.l2=1e-3"],
     )
     assert config.retrieval.epochs == 3
     assert config.retrieval.tower_layers == (128, 64)
-    assert config.retrieval.use_title is False
+    assert config.retrieval.use_item_features is False
     assert config.ranking.l2 == 1e-3
 
 
@@ -20,7 +20,7 @@ def test_overrides_are_typed():
         ("retrieval.epochz=3", "unknown key 'epochz'"),
         ("retreival.epochs=3", "'retreival' is not a config section"),
         ("retrieval.epochs=three", "'three' is not a valid int"),
-        ("retrieval.use_title=maybe", "not a valid bool"),
+        ("retrieval.use_item_features=maybe", "not a valid bool"),
         ("retrieval.epochs", "section.key=value"),
     ],
 )

@@ -31,11 +31,11 @@ def test_held_out_sets_hold_test_items_and_the_liked_subset(held_out, ml100k_spl
     train, test = ml100k_split
     ratings = test.ratings.to_pandas()
     assert len(held_out.user_ids) == ratings["user_id"].nunique()
-    items = train.items["movie_id"].to_pylist()
+    items = train.items["item_id"].to_pylist()
     user = held_out.user_ids[0].as_py()
     mine = ratings[ratings["user_id"] == user]
-    assert sorted(items[i] for i in held_out.relevant[0]) == sorted(mine["movie_id"])
-    assert sorted(items[i] for i in held_out.liked[0]) == sorted(mine[mine["user_rating"] >= 4]["movie_id"])
+    assert sorted(items[i] for i in held_out.relevant[0]) == sorted(mine["item_id"])
+    assert sorted(items[i] for i in held_out.liked[0]) == sorted(mine[mine["rating"] >= 4]["item_id"])
     assert held_out.popularity.sum() == 80_000
 
 
@@ -66,7 +66,7 @@ def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k,
     from_table = evaluation.rows_to_lists(
         pa.Table.from_pandas(written, preserve_index=False),
         everyone.user_ids,
-        ml100k.items["movie_id"],
+        ml100k.items["item_id"],
         settings.final_k,
     )
     np.testing.assert_array_equal(offline, from_table)
@@ -95,7 +95,7 @@ def test_bundle_records_the_choices_made_on_validation(ml100k_bundle):
 def test_validation_is_carved_from_training_only(ml100k_split):
     train, test = ml100k_split
     fit, validation = random_split(train, 0.1, 42)
-    key = ["user_id", "movie_id", "timestamp"]
+    key = ["user_id", "item_id", "timestamp"]
     test_keys = set(map(tuple, test.ratings.select(key).to_pandas().to_numpy().tolist()))
     validation_keys = set(map(tuple, validation.ratings.select(key).to_pandas().to_numpy().tolist()))
     assert validation.ratings.num_rows == 8_000 and fit.ratings.num_rows == 72_000

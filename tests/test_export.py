@@ -8,53 +8,54 @@ import tensorflow as tf
 from recsys_core import export
 from recsys_core.data.pipeline import with_history
 from recsys_core.evaluation import batched
-from recsys_core.features.schema import ITEM_FEATURES, QUERY_FEATURES, RATING_FEATURES, feature_arrays
+from recsys_core.features.arrays import feature_arrays, item_inputs
 
 
 @pytest.fixture(scope="module")
 def saved(tiny_trained, tmp_path_factory):
     config, vocab, model_inputs, trained = tiny_trained
     models = {name: result.model for name, result in trained.items()}
-    items = feature_arrays(model_inputs.items, ITEM_FEATURES)
+    schema = model_inputs.schema
+    items = feature_arrays(model_inputs.items, schema, item_inputs(schema))
     item_embeddings = batched(models["retrieval"].candidate_tower, items)
-    item_ids = model_inputs.items["movie_id"].to_numpy(zero_copy_only=False).astype(object)
-    module, signatures = export.build_signatures(models, item_embeddings, item_ids, k=10)
+    item_ids = model_inputs.items["item_id"].to_numpy(zero_copy_only=False).astype(object)
+    module, signatures = export.build_signatures(models, schema, item_embeddings, item_ids, k=10)
     directory = str(tmp_path_factory.mktemp("bundle"))
-    export.save_bundle(directory, module, signatures, {"bundle_version": "test", "models": list(models)})
+    export.save_bundle(directory, module, signatures, schema, {"bundle_version": "test", "models": list(models)})
     manifest, loaded = export.load_bundle(directory)
     test = with_history(model_inputs.test, model_inputs.test_histories)
     inputs = {k: tf.constant(v[:50]) for k, v in test.items()}
     return models, manifest, loaded, inputs, item_embeddings, item_ids, directory
 
 
-def _call(loaded, name, inputs, names):
-    return loaded.signatures[name](**{k: inputs[k] for k in names})
+def _call(loaded, manifest, name, inputs):
+    """Calls a signature with exactly the inputs its manifest entry lists."""
+    return loaded.signatures[name](**{k: inputs[k] for k in manifest["signatures"][name]["inputs"]})
 
 
 def test_embedding_signatures_reload_with_identical_outputs(saved):
-    models, _, loaded, inputs, *_ = saved
-    query = _call(loaded, "query_embedding", inputs, QUERY_FEATURES)["embedding"].numpy()
-    candidate = _call(loaded, "candidate_embedding", inputs, ITEM_FEATURES)["embedding"].numpy()
+    models, manifest, loaded, inputs, *_ = saved
+    query = _call(loaded, manifest, "query_embedding", inputs)["embedding"].numpy()
+    candidate = _call(loaded, manifest, "candidate_embedding", inputs)["embedding"].numpy()
     np.testing.assert_allclose(query, models["retrieval"].query_tower(inputs).numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(candidate, models["retrieval"].candidate_tower(inputs).numpy(), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["ranking", "dlrm", "dcn", "multitask"])
 def test_rating_signatures_reload_with_identical_outputs(saved, name):
-    models, _, loaded, inputs, *_ = saved
-    features = QUERY_FEATURES + ITEM_FEATURES if name == "multitask" else RATING_FEATURES
-    rating = _call(loaded, name, inputs, features)["rating"].numpy()
+    models, manifest, loaded, inputs, *_ = saved
+    rating = _call(loaded, manifest, name, inputs)["rating"].numpy()
     np.testing.assert_allclose(rating, models[name](inputs).numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_retrieve_signature_is_brute_force_top_k(saved):
-    models, _, loaded, inputs, item_embeddings, item_ids, _ = saved
-    result = _call(loaded, "retrieve", inputs, QUERY_FEATURES)
+    models, manifest, loaded, inputs, item_embeddings, item_ids, _ = saved
+    result = _call(loaded, manifest, "retrieve", inputs)
     scores = models["retrieval"].query_tower(inputs).numpy() @ item_embeddings.T
     expected = np.sort(scores, axis=1)[:, ::-1][:, :10]
     np.testing.assert_allclose(result["scores"].numpy(), expected, rtol=1e-5, atol=1e-5)
     best = item_ids[np.argmax(scores, axis=1)].astype(bytes)
-    np.testing.assert_array_equal(result["movie_ids"].numpy()[:, 0], best)
+    np.testing.assert_array_equal(result["item_ids"].numpy()[:, 0], best)
 
 
 def test_manifest_describes_signatures_and_versions(saved):
@@ -69,7 +70,12 @@ def test_manifest_describes_signatures_and_versions(saved):
         "dcn",
         "multitask",
     }
-    assert manifest["signatures"]["ranking"]["inputs"]["movie_genres"] == {"dtype": "int64", "shape": [None, None]}
+    ranking, dlrm = (manifest["signatures"][name]["inputs"] for name in ("ranking", "dlrm"))
+    assert ranking["movie_genres"] == {"dtype": "string", "shape": [None, None]}
+    # Each signature takes what its model reads: the schema feeds titles to the towers and the ranker only.
+    assert "movie_title" in ranking and "movie_title" not in dlrm and "user_history" not in dlrm
+    assert export.bundle_schema(manifest) == export.bundle_schema({**manifest, "path": manifest["path"]})
+    assert export.bundle_schema(manifest).get("user_zip_code").kind == "categorical"
     assert manifest["library_versions"]["tensorflow"].startswith("2.20")
 
 

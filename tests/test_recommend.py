@@ -25,7 +25,7 @@ def scorer(ml100k_bundle):
 
 @pytest.fixture(scope="module")
 def index(scorer, ml100k):
-    return build_item_index(scorer, ml100k.items, item_counts(ml100k.ratings, ml100k.items["movie_id"]))
+    return build_item_index(scorer, ml100k.items, item_counts(ml100k.ratings, ml100k.items["item_id"]))
 
 
 def _settings(reranker="ranking"):
@@ -48,7 +48,7 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
     popular = np.argsort(-index.popularity, kind="stable")
     for user, seen in (("2", []), ("someone-new", [49])):
         assert set(by_user[user]["source"]) == {FALLBACK_SOURCE}
-        expected = [index.items["movie_id"][int(i)].as_py() for i in popular if i not in seen][:10]
+        expected = [index.items["item_id"][int(i)].as_py() for i in popular if i not in seen][:10]
         assert by_user[user]["item_id"] == expected
         assert all(score is None for score in by_user[user]["ranking_score"])
         assert by_user[user]["rank"] == list(range(1, 11))
@@ -66,8 +66,8 @@ def test_blocks_carry_every_rated_item_once_and_round_trip_through_parquet(ml100
     # Seen items run oldest first, and the last one was rated at `last_seen`: user "1" by hand from u.data.
     ratings = ml100k.ratings.filter(pa.compute.equal(ml100k.ratings["user_id"], "1")).to_pandas()
     ratings = ratings.sort_values("timestamp", kind="stable")
-    items = ml100k.items["movie_id"].to_pylist()
-    assert [items[i] for i in blocks[0].seen[0]] == ratings["movie_id"].tolist()
+    items = ml100k.items["item_id"].to_pylist()
+    assert [items[i] for i in blocks[0].seen[0]] == ratings["item_id"].tolist()
     assert blocks[0].last_seen[0] == ratings["timestamp"].max()
 
 
@@ -78,7 +78,7 @@ def test_similar_items_are_nearest_by_cosine_and_never_the_item(index):
     first = table.slice(0, 5).to_pydict()
     cosine = unit[0] @ unit.T
     cosine[0] = -np.inf
-    expected = [index.items["movie_id"][int(i)].as_py() for i in np.argsort(-cosine)[:5]]
+    expected = [index.items["item_id"][int(i)].as_py() for i in np.argsort(-cosine)[:5]]
     assert first["item_id"] == ["1"] * 5 and first["similar_item_id"] == expected
     np.testing.assert_allclose(first["score"], np.sort(cosine)[::-1][:5], rtol=1e-5)
 

@@ -21,7 +21,7 @@ def test_smoke_run_writes_a_complete_bundle(tmp_path):
     assert manifest["bundle_version"] == version
     assert manifest["models"] == ["retrieval", "ranking", "dlrm"]
     assert manifest["data_lineage"]["source"] == "synthetic"
-    assert manifest["vocabulary_sizes"]["user_ids"] == 300
+    assert manifest["vocabulary_sizes"]["user_id"] == 300
     metrics = json.loads((bundle / "metrics.json").read_text())
     assert metrics == manifest["metrics"]
     assert 0 < metrics["ranking"]["rmse"] < metrics["ranking"]["global_mean_rmse"]

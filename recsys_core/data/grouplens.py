@@ -17,16 +17,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from recsys_core.data.tables import (
-    GENRES,
-    ITEMS_SCHEMA,
-    OCCUPATIONS,
-    RATINGS_SCHEMA,
-    USERS_SCHEMA,
-    DataError,
-    InteractionData,
-    bucketize_age,
-)
+from recsys_core.data.movielens import GENRES, OCCUPATIONS, bucketize_age, movielens_schema
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData
 
 # u.item's 19 genre flags, in file order, named as TFDS names them.
 _ML100K_GENRES = (
@@ -72,20 +64,22 @@ def read_grouplens(path: str) -> InteractionData:
             "point --data-path at an unpacked GroupLens MovieLens directory or its .zip"
         )
     ratings_file, users_file, items_file = _FORMATS[fmt]
+    schema = movielens_schema()
+    users_schema, items_schema = schema.table_schema("user"), schema.table_schema("item")
     for name in _FORMATS[fmt]:
         if name not in files:
             raise DataError(f"{files.describe(name)} is missing: a {fmt} directory needs {', '.join(_FORMATS[fmt])}")
     if fmt == "ml-100k":
-        users = _table(USERS_SCHEMA, files.rows(users_file, "|", 5, _ml100k_user))
-        items = _table(ITEMS_SCHEMA, files.rows(items_file, "|", 24, _ml100k_item))
+        users = _table(users_schema, files.rows(users_file, "|", 5, _ml100k_user))
+        items = _table(items_schema, files.rows(items_file, "|", 24, _ml100k_item))
         ratings = _table(RATINGS_SCHEMA, files.rows(ratings_file, "\t", 4, _rating))
     else:
-        users = _table(USERS_SCHEMA, files.rows(users_file, "::", 5, _ml1m_user))
-        items = _table(ITEMS_SCHEMA, files.rows(items_file, "::", 3, _ml1m_item))
+        users = _table(users_schema, files.rows(users_file, "::", 5, _ml1m_user))
+        items = _table(items_schema, files.rows(items_file, "::", 3, _ml1m_item))
         ratings = _table(RATINGS_SCHEMA, files.rows(ratings_file, "::", 4, _rating))
     ratings = ratings.take(tfds_order(ratings.num_rows))
     lineage = {"source": "grouplens", "format": fmt, "path": os.path.abspath(path), "num_ratings": ratings.num_rows}
-    return InteractionData(ratings=ratings, users=users, items=items, lineage=lineage)
+    return InteractionData(ratings=ratings, users=users, items=items, schema=schema, lineage=lineage)
 
 
 def tfds_order(num_rows: int) -> np.ndarray:
@@ -155,7 +149,7 @@ def _rating(fields: list[str]) -> tuple:
     return user_id.strip(), movie_id.strip(), value, int(timestamp)
 
 
-def _user(user_id: str, gender: str, age: float, bucket: float, occupation: str, label: str, zip_code: str) -> tuple:
+def _user(user_id: str, gender: str, age: float, bucket: int, occupation: str, label: str, zip_code: str) -> tuple:
     if gender not in ("M", "F"):
         raise ValueError(f"gender {gender!r} is neither M nor F")
     return user_id, gender == "M", age, bucket, OCCUPATIONS.index(label), occupation, zip_code.strip()
@@ -165,7 +159,7 @@ def _ml100k_user(fields: list[str]) -> tuple:
     user_id, age, gender, occupation, zip_code = fields
     raw_age = float(int(age))
     label = _ML100K_OCCUPATIONS[occupation]
-    return _user(user_id, gender, raw_age, float(bucketize_age(raw_age)), occupation, label, zip_code)
+    return _user(user_id, gender, raw_age, int(bucketize_age(raw_age)), occupation, label, zip_code)
 
 
 def _ml1m_user(fields: list[str]) -> tuple:
@@ -173,18 +167,21 @@ def _ml1m_user(fields: list[str]) -> tuple:
     occupation = _ML1M_OCCUPATIONS[int(occupation_index)]
     label = "student" if occupation in ("K-12 student", "college/grad student") else occupation
     # ml-1m only has age buckets; the bucket stands in for the raw age.
-    return _user(user_id, gender, float(age), float(age), occupation, label, zip_code)
+    return _user(user_id, gender, float(age), int(age), occupation, label, zip_code)
 
 
 def _ml100k_item(fields: list[str]) -> tuple:
     flags = fields[5:]
     if any(flag not in ("0", "1") for flag in flags):
         raise ValueError("genre flags must be 0 or 1")
-    genres = [GENRES.index(_ML100K_GENRES[i]) for i, flag in enumerate(flags) if flag == "1"]
+    genres = [_ML100K_GENRES[i] for i, flag in enumerate(flags) if flag == "1"]
     return fields[0], fields[1], genres
 
 
 def _ml1m_item(fields: list[str]) -> tuple:
     movie_id, title, genres = fields
     names = ["Children" if g == "Children's" else g for g in genres.split("|")]
-    return movie_id, title, [GENRES.index(name) for name in names]
+    unknown = [name for name in names if name not in GENRES]
+    if unknown:
+        raise ValueError(f"genre {unknown[0]!r} is not a MovieLens genre ({', '.join(GENRES)})")
+    return movie_id, title, names

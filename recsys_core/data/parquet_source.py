@@ -1,50 +1,36 @@
-"""A user's own Parquet tables: `interactions`, `users` and `items`.
+"""A user's own Parquet tables, `interactions`, `users` and `items`, read as a feature schema declares them.
 
 Each table is a Parquet file (`interactions.parquet`) or a directory of them
-(`interactions/`) under one root. Columns are mapped onto the canonical tables;
-the first name found in each list below is used, and optional columns get the
-stated default:
+(`interactions/`) under one root:
 
-| canonical | accepted column names | default |
-|---|---|---|
-| user_id | user_id | required |
-| movie_id | item_id, movie_id | required |
-| user_rating | rating, user_rating | 1.0 (implicit feedback; rating models refuse it) |
-| timestamp | timestamp (int seconds or Arrow timestamp) | 0 |
-| user_gender | gender, user_gender (bool, or "M"/"F") | False |
-| raw_user_age | age, raw_user_age | 0 |
-| user_occupation_text | occupation, user_occupation_text | "other/not specified" |
-| user_zip_code | zip_code, user_zip_code | "" |
-| movie_title | title, movie_title | the item id |
-| movie_genres | genres, movie_genres (list of TFDS genre names or ids) | [] |
+| table | columns |
+|---|---|
+| interactions | `user_id`, `item_id`, `rating` (1.0 if absent: implicit feedback), `timestamp` (0 if absent) |
+| users | `user_id` and every user feature of the schema |
+| items | `item_id` and every item feature of the schema |
 
-`users` and `items` may be left out: every id in `interactions` then gets the defaults.
+Timestamps are int seconds or Arrow timestamps. Columns not in the schema are
+ignored. A feature column that is missing, or cannot be cast to its declared type, is refused with a message naming the
+column and the schema file; nulls take the feature's `default`, and are refused
+where it has none. `users` and `items` may be left out when every feature of
+theirs has a default.
 """
 
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recsys_core.data.tables import (
-    GENRES,
-    ITEMS_SCHEMA,
-    OCCUPATIONS,
-    RATINGS_SCHEMA,
-    USERS_SCHEMA,
-    DataError,
-    InteractionData,
-    bucketize_age,
-)
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData
+from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature, FeatureSchema
 
 
-def read_parquet_tables(root: str) -> InteractionData:
-    """Reads `root/interactions[.parquet]` and, if present, `users` and `items`.
+def read_parquet_tables(root: str, schema: FeatureSchema) -> InteractionData:
+    """Reads `root/interactions[.parquet]` and, if present, `users` and `items`, as `schema` declares them.
 
     `root` is a local directory or a URI pyarrow knows (gs://, s3://, hdfs://).
     """
@@ -59,31 +45,42 @@ def read_parquet_tables(root: str) -> InteractionData:
     users = _read(filesystem, base, "users", required=False)
     items = _read(filesystem, base, "items", required=False)
 
-    user_ids = _column(interactions, "interactions", ("user_id",), None, pa.string())
-    item_ids = _column(interactions, "interactions", ("item_id", "movie_id"), None, pa.string())
-    implicit = _find(interactions, ("rating", "user_rating")) is None
+    implicit = RATING not in interactions.column_names
+    if implicit and schema.rating:
+        raise DataError(
+            f"interactions table in {root} has no {RATING!r} column, but {schema.describe()} declares "
+            '"rating": true; add the column, or for implicit feedback set "rating": false (ids only: --schema implicit)'
+        )
+    user_ids = _column(interactions, "interactions", _Key(USER_ID), schema)
+    item_ids = _column(interactions, "interactions", _Key(ITEM_ID), schema)
     ratings = pa.table(
         [
             user_ids,
             item_ids,
-            _column(interactions, "interactions", ("rating", "user_rating"), 1.0, pa.float32()),
-            _timestamps(interactions),
+            _column(interactions, "interactions", _Key(RATING, pa.float32(), 1.0), schema),
+            _column(interactions, "interactions", _Key(TIMESTAMP, pa.int64(), 0), schema),
         ],
         schema=RATINGS_SCHEMA,
     )
-    users = users if users is not None else pa.table({"user_id": pc.unique(user_ids)})
-    items = items if items is not None else pa.table({"item_id": pc.unique(item_ids)})
+    users = users if users is not None else pa.table({USER_ID: pc.unique(user_ids)})
+    items = items if items is not None else pa.table({ITEM_ID: pc.unique(item_ids)})
     return InteractionData(
         ratings=ratings,
-        users=_users_table(users),
-        items=_items_table(items),
-        lineage={
-            "source": "parquet",
-            "path": root,
-            "num_ratings": ratings.num_rows,
-            "implicit": implicit,
-        },
+        users=_feature_table(users, "users", USER_ID, schema.of("user"), schema),
+        items=_feature_table(items, "items", ITEM_ID, schema.of("item"), schema),
+        schema=schema,
+        lineage={"source": "parquet", "path": root, "num_ratings": ratings.num_rows, "implicit": implicit},
     )
+
+
+class _Key:
+    """A fixed column (ids, rating, timestamp), read like a feature."""
+
+    def __init__(self, name: str, kind: pa.DataType = pa.string(), default=None) -> None:
+        self.name, self.kind, self.default = name, kind, default
+
+    def arrow_type(self) -> pa.DataType:
+        return self.kind
 
 
 def _read(filesystem: pafs.FileSystem, root: str, name: str, required: bool) -> pa.Table | None:
@@ -98,71 +95,39 @@ def _read(filesystem: pafs.FileSystem, root: str, name: str, required: bool) -> 
     return None
 
 
-def _find(table: pa.Table, names: tuple[str, ...]) -> str | None:
-    return next((name for name in names if name in table.column_names), None)
+def _feature_table(
+    table: pa.Table, label: str, key: str, features: tuple[Feature, ...], schema: FeatureSchema
+) -> pa.Table:
+    columns = [_column(table, label, _Key(key), schema)] + [_column(table, label, f, schema) for f in features]
+    return pa.table(columns, names=[key] + [f.name for f in features])
 
 
-def _column(table: pa.Table, label: str, names: tuple[str, ...], default, kind: pa.DataType) -> pa.Array:
-    name = _find(table, names)
-    if name is None:
-        if default is None:
-            raise DataError(f"{label} table has no {' or '.join(names)} column (columns: {table.column_names})")
-        return pa.array([default] * table.num_rows, type=kind)
-    column = table[name].combine_chunks()
-    if pc.any(pc.is_null(column)).as_py():
-        raise DataError(f"{label}.{name} has null values in row {pc.index(pc.is_null(column), True).as_py()}")
+def _column(table: pa.Table, label: str, feature: Feature | _Key, schema: FeatureSchema) -> pa.Array:
+    """The column of `feature`, cast to its declared type, nulls filled with its default."""
+    kind = feature.arrow_type()
+    if feature.name not in table.column_names:
+        if feature.default is None:
+            raise DataError(
+                f"{label} table has no column {feature.name!r}, which {schema.describe()} declares; "
+                f"add it, give the feature a default, or remove it from the schema (columns: {table.column_names})"
+            )
+        return pa.array([feature.default] * table.num_rows, type=kind)
+    column = table[feature.name].combine_chunks()
+    if pa.types.is_timestamp(column.type):  # Arrow timestamps become int seconds
+        column = pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
     try:
-        return column.cast(kind)
+        column = column.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-        raise DataError(f"{label}.{name} cannot be read as {kind}: {error}") from error
-
-
-def _timestamps(table: pa.Table) -> pa.Array:
-    if "timestamp" in table.column_names and pa.types.is_timestamp(table["timestamp"].type):
-        return pc.cast(table["timestamp"].combine_chunks().cast(pa.timestamp("s")), pa.int64())
-    return _column(table, "interactions", ("timestamp",), 0, pa.int64())
-
-
-def _users_table(users: pa.Table) -> pa.Table:
-    name = _find(users, ("gender", "user_gender"))
-    if name is not None and pa.types.is_boolean(users[name].type):
-        is_male = _column(users, "users", (name,), None, pa.bool_())
-    else:
-        is_male = pc.equal(pc.utf8_upper(_column(users, "users", ("gender", "user_gender"), "", pa.string())), "M")
-    age = _column(users, "users", ("age", "raw_user_age"), 0.0, pa.float32())
-    other = "other/not specified"
-    occupation = _column(users, "users", ("occupation", "user_occupation_text"), other, pa.string())
-    labels = [OCCUPATIONS.index(o if o in OCCUPATIONS else other) for o in occupation.to_pylist()]
-    return pa.table(
-        [
-            _column(users, "users", ("user_id",), None, pa.string()),
-            is_male,
-            age,
-            pa.array(bucketize_age(age.to_numpy(zero_copy_only=False))),
-            pa.array(labels, type=pa.int64()),
-            occupation,
-            _column(users, "users", ("zip_code", "user_zip_code"), "", pa.string()),
-        ],
-        schema=USERS_SCHEMA,
-    )
-
-
-def _items_table(items: pa.Table) -> pa.Table:
-    item_ids = _column(items, "items", ("item_id", "movie_id"), None, pa.string())
-    titles = _column(items, "items", ("title", "movie_title"), "", pa.string())
-    titles = pc.if_else(pc.equal(titles, ""), item_ids, titles)
-    name = _find(items, ("genres", "movie_genres"))
-    genres = [_genre_ids(g, name) for g in items[name].to_pylist()] if name else [[]] * items.num_rows
-    return pa.table([item_ids, titles, pa.array(genres, type=pa.list_(pa.int64()))], schema=ITEMS_SCHEMA)
-
-
-def _genre_ids(genres: list | None, column: str) -> list[int]:
-    ids = []
-    for genre in genres or []:
-        if isinstance(genre, (int, np.integer)) and 0 <= genre < len(GENRES):
-            ids.append(int(genre))
-        elif genre in GENRES:
-            ids.append(GENRES.index(genre))
-        else:
-            raise DataError(f"items.{column} has unknown genre {genre!r}; known genres: {', '.join(GENRES)}")
-    return ids
+        raise DataError(
+            f"{label}.{feature.name} is {column.type}, which cannot be read as the {kind} that "
+            f"{schema.describe()} declares: {error}"
+        ) from error
+    if column.null_count:
+        if feature.default is None:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise DataError(
+                f"{label}.{feature.name} is null in row {row} ({column.null_count} rows); fill it, or give the "
+                f"feature a default in {schema.describe()}"
+            )
+        column = pc.fill_null(column, pa.scalar(feature.default, kind))
+    return column

@@ -7,36 +7,36 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
+from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
-from recsys_core.features.schema import HISTORY, LABEL, RATING_FEATURES, feature_arrays, string_bytes
-from recsys_core.models.retrieval import CANDIDATE_PROBABILITY
+from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, USER_ID
 
-EXAMPLE_FEATURES = RATING_FEATURES + (LABEL,)
 HISTORY_ROW = "history_row"
 
 
 def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, np.ndarray]:
-    """Model inputs for every rating of `split`, each movie's training frequency and the user's history row.
+    """Model inputs for every rating of `split`, each item's training frequency and the user's history row.
 
-    `candidate_probability` is the share of training ratings that name the movie
-    (the in-batch sampling probability for logQ correction); movies absent from
+    `candidate_probability` is the share of training ratings that name the item
+    (the in-batch sampling probability for logQ correction); items absent from
     training get the probability of one rating. `history_row` is the user's row
     in `user_histories(train, ...)`, which `with_history` turns into `user_history`.
     """
-    arrays = feature_arrays(split.examples, EXAMPLE_FEATURES)
-    users = train.users["user_id"].combine_chunks()
-    arrays[HISTORY_ROW] = pc.index_in(split.ratings["user_id"], value_set=users).to_numpy()
-    items = split.items["movie_id"]
+    names = user_inputs(split.schema) + item_inputs(split.schema) + (RATING,)
+    arrays = feature_arrays(split.examples, split.schema, names)
+    users = train.users[USER_ID].combine_chunks()
+    arrays[HISTORY_ROW] = pc.index_in(split.ratings[USER_ID], value_set=users).to_numpy()
+    items = split.items[ITEM_ID]
     frequency = np.maximum(item_counts(train.ratings, items), 1.0)
-    per_example = frequency[pc.index_in(split.ratings["movie_id"], value_set=items).to_numpy()]
+    per_example = frequency[pc.index_in(split.ratings[ITEM_ID], value_set=items).to_numpy()]
     arrays[CANDIDATE_PROBABILITY] = (per_example / train.ratings.num_rows).astype(np.float32)
     return arrays
 
 
 def user_histories(train: InteractionData, length: int) -> np.ndarray:
     """`[users, n]` ids of each user's last `length` training items (rows of `train.users`), padded with b""."""
-    seen, _ = group_by_user(train.ratings, train.users["user_id"], train.items["movie_id"])
-    return history_matrix(seen, string_bytes(train.items["movie_id"]), length)
+    seen, _ = group_by_user(train.ratings, train.users[USER_ID], train.items[ITEM_ID])
+    return history_matrix(seen, string_bytes(train.items[ITEM_ID]), length)
 
 
 def with_history(batch: dict, histories) -> dict:

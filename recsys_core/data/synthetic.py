@@ -1,4 +1,4 @@
-"""Seeded synthetic interactions with planted structure, at any scale.
+"""Seeded synthetic MovieLens-shaped interactions with planted structure, at any scale.
 
 Users and items get latent factors; a user's factor is partly determined by
 gender and age, an item's by its genres; item popularity follows a Zipf-like
@@ -10,22 +10,63 @@ in the lineage and is never used in place of a real source.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pyarrow as pa
 
-from recsys_core.data.tables import (
-    AGE_BUCKETS,
-    ITEMS_SCHEMA,
-    OCCUPATIONS,
-    RATINGS_SCHEMA,
-    USERS_SCHEMA,
-    InteractionData,
-    bucketize_age,
-)
+from recsys_core.data.movielens import AGE_BUCKETS, GENRES, OCCUPATIONS, bucketize_age, movielens_schema
+from recsys_core.data.tables import RATINGS_SCHEMA, InteractionData
 
-_NUM_GENRES = 19  # the real MovieLens genres; "IMAX" and "(no genres listed)" stay unused
+_NUM_GENRES = 19  # the first 19 TFDS genre labels
 _FACTORS = 8
 _START_TIME = 1_700_000_000
+
+
+def check_sizes(num_users: int, num_items: int, per_user: int) -> None:
+    """`ValueError` unless every size is positive and there are more items than interactions per user."""
+    if num_items <= per_user or min(num_users, num_items, per_user) < 1:
+        raise ValueError(
+            f"need num_users, num_items, interactions per user >= 1 and more items than interactions per user, "
+            f"got {num_users}, {num_items}, {per_user}"
+        )
+
+
+def choose_items(
+    rng: np.random.Generator,
+    affinity: Callable[[slice], np.ndarray],
+    log_popularity: np.ndarray,
+    num_users: int,
+    per_user: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user picks a Poisson(`per_user`) number (at least 5) of distinct items by a Gumbel top-n.
+
+    Args:
+        affinity: users `rows` -> `[len(rows), items]` taste scores.
+        log_popularity: `[items]` added to every user's scores.
+
+    Returns:
+        `[interactions]` user indices, item indices and the taste score of each pick.
+    """
+    num_items = len(log_popularity)
+    counts = np.clip(rng.poisson(per_user, num_users), 5, num_items - 1)
+    users_of, items_of, picked = [], [], []
+    for start in range(0, num_users, 1024):
+        rows = slice(start, min(start + 1024, num_users))
+        scores = affinity(rows)
+        exponential = rng.standard_exponential(size=scores.shape, dtype=np.float32)
+        gumbel = -np.log(np.maximum(exponential, np.finfo(np.float32).tiny))
+        noisy = scores + log_popularity + gumbel
+        most = counts[rows].max()
+        candidates = np.argpartition(-noisy, most - 1, axis=1)[:, :most]
+        order = np.argsort(-np.take_along_axis(noisy, candidates, axis=1), axis=1, kind="stable")
+        top = np.take_along_axis(candidates, order, axis=1)
+        for row, user in enumerate(range(rows.start, rows.stop)):
+            chosen = top[row, : counts[user]]
+            users_of.append(np.full(len(chosen), user))
+            items_of.append(chosen)
+            picked.append(scores[row, chosen])
+    return tuple(map(np.concatenate, (users_of, items_of, picked)))
 
 
 def synthetic_interactions(num_users: int, num_items: int, interactions_per_user: int, seed: int) -> InteractionData:
@@ -37,11 +78,7 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         interactions_per_user: mean interactions per user (Poisson).
         seed: makes the result reproducible.
     """
-    if num_items <= interactions_per_user or min(num_users, num_items, interactions_per_user) < 1:
-        raise ValueError(
-            f"need num_users, num_items, interactions_per_user >= 1 and num_items > interactions_per_user, "
-            f"got {num_users}, {num_items}, {interactions_per_user}"
-        )
+    check_sizes(num_users, num_items, interactions_per_user)
     rng = np.random.default_rng(seed)
     gender = rng.random(num_users) < 0.7
     age = rng.integers(AGE_BUCKETS[1] - 5, 70, num_users).astype(np.float32)
@@ -61,23 +98,9 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
     item_factors = item_factors.astype(np.float32) / np.sqrt(_FACTORS)
     log_popularity = -1.1 * np.log1p(rng.permutation(num_items)).astype(np.float32)
 
-    counts = np.clip(rng.poisson(interactions_per_user, num_users), 5, num_items - 1)
-    users_of, items_of, affinity = [], [], []
-    for start in range(0, num_users, 1024):
-        stop = min(start + 1024, num_users)
-        scores = user_factors[start:stop] @ item_factors.T
-        gumbel = -np.log(rng.standard_exponential(size=scores.shape, dtype=np.float32))
-        noisy = scores + log_popularity + gumbel
-        most = counts[start:stop].max()
-        candidates = np.argpartition(-noisy, most - 1, axis=1)[:, :most]
-        order = np.argsort(-np.take_along_axis(noisy, candidates, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(candidates, order, axis=1)
-        for row, user in enumerate(range(start, stop)):
-            chosen = top[row, : counts[user]]
-            users_of.append(np.full(len(chosen), user))
-            items_of.append(chosen)
-            affinity.append(scores[row, chosen])
-    users_of, items_of, affinity = map(np.concatenate, (users_of, items_of, affinity))
+    users_of, items_of, affinity = choose_items(
+        rng, lambda rows: user_factors[rows] @ item_factors.T, log_popularity, num_users, interactions_per_user
+    )
     noise = rng.normal(0, 0.6, len(affinity))
     rating = np.clip(np.round(3.4 + 1.5 * np.tanh(affinity) + noise), 1, 5).astype(np.float32)
     timestamp = _START_TIME + rng.integers(0, 365 * 86_400, len(affinity))
@@ -88,25 +111,26 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         [pa.array(user_ids[users_of]), pa.array(item_ids[items_of]), pa.array(rating), pa.array(timestamp)],
         schema=RATINGS_SCHEMA,
     )
+    schema = movielens_schema()
     users = pa.table(
         [
             pa.array(user_ids),
             pa.array(gender),
             pa.array(age),
-            pa.array(bucket),
+            pa.array(bucket, type=pa.int64()),
             pa.array(occupation, type=pa.int64()),
             pa.array([OCCUPATIONS[o] for o in occupation]),
             pa.array([f"{z:05d}" for z in rng.integers(0, 1000, num_users) * 97]),
         ],
-        schema=USERS_SCHEMA,
+        schema=schema.table_schema("user"),
     )
     items = pa.table(
         [
             pa.array(item_ids),
             pa.array([f"Item {i} genre{' genre'.join(map(str, g))}" for i, g in enumerate(genres)]),
-            pa.array([g.tolist() for g in genres], type=pa.list_(pa.int64())),
+            pa.array([[GENRES[g] for g in row] for row in genres], type=pa.list_(pa.string())),
         ],
-        schema=ITEMS_SCHEMA,
+        schema=schema.table_schema("item"),
     )
     lineage = {
         "source": "synthetic",
@@ -116,4 +140,4 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         "seed": seed,
         "num_ratings": ratings.num_rows,
     }
-    return InteractionData(ratings=ratings, users=users, items=items, lineage=lineage)
+    return InteractionData(ratings=ratings, users=users, items=items, schema=schema, lineage=lineage)

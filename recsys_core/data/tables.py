@@ -1,13 +1,10 @@
-"""The canonical tables every data source yields, and their Arrow schemas.
+"""The tables every data source yields: interactions, users and items, checked against a feature schema.
 
-Column names and dtypes are those of TFDS `movielens/100k-ratings`, split into
-three tables so that users and items can be scored without interactions:
+- `ratings`: one row per interaction (`user_id`, `item_id`, `rating`, `timestamp`);
+- `users`: one row per user: `user_id` and the schema's user features;
+- `items`: one row per item: `item_id` and the schema's item features.
 
-- `ratings`: one row per interaction (`user_id`, `movie_id`, `user_rating`, `timestamp`);
-- `users`: one row per user with the demographic features;
-- `items`: one row per movie with its title and genre ids.
-
-`InteractionData.examples()` joins them into the canonical example.
+`InteractionData.examples` joins them into one training example per interaction.
 """
 
 from __future__ import annotations
@@ -19,48 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-RATINGS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("movie_id", pa.string()),
-        ("user_rating", pa.float32()),
-        ("timestamp", pa.int64()),
-    ]
-)
-USERS_SCHEMA = pa.schema(
-    [
-        ("user_id", pa.string()),
-        ("user_gender", pa.bool_()),
-        ("raw_user_age", pa.float32()),
-        ("bucketized_user_age", pa.float32()),
-        ("user_occupation_label", pa.int64()),
-        ("user_occupation_text", pa.string()),
-        ("user_zip_code", pa.string()),
-    ]
-)
-ITEMS_SCHEMA = pa.schema(
-    [
-        ("movie_id", pa.string()),
-        ("movie_title", pa.string()),
-        ("movie_genres", pa.list_(pa.int64())),
-    ]
-)
+from recsys_core.schema import INTERACTIONS_SCHEMA, ITEM_ID, USER_ID, FeatureSchema, SchemaError
 
-# Label names of TFDS `movielens/*-ratings` (its ClassLabel features), so that
-# ids from GroupLens files, Parquet tables and TFDS mean the same thing.
-GENRES = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "Unknown", "War", "Western", "(no genres listed)",
-)  # fmt: skip
-OCCUPATIONS = (
-    "academic/educator", "artist", "clerical/admin", "customer service", "doctor/health care",
-    "entertainment", "executive/managerial", "farmer", "homemaker", "lawyer", "librarian",
-    "other/not specified", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "student", "technician/engineer", "tradesman/craftsman", "unemployed",
-    "writer",
-)  # fmt: skip
-AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+RATINGS_SCHEMA = INTERACTIONS_SCHEMA
 
 
 class DataError(ValueError):
@@ -69,42 +27,65 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class InteractionData:
-    """Ratings plus the user and item tables they refer to.
+    """Interactions plus the user and item tables they refer to, and the schema of those tables.
 
     Attributes:
-        ratings: table of `RATINGS_SCHEMA`, in the source's order.
-        users: table of `USERS_SCHEMA`, one row per user id.
-        items: table of `ITEMS_SCHEMA`, one row per movie id.
+        ratings: table of `RATINGS_SCHEMA`, in the source's order (rating 1.0 for implicit feedback).
+        users: table of `schema.table_schema("user")`, one row per user id.
+        items: table of `schema.table_schema("item")`, one row per item id.
+        schema: the feature schema the users and items tables follow.
         lineage: where the data came from (path, format, row counts), for manifests.
     """
 
     ratings: pa.Table
     users: pa.Table
     items: pa.Table
+    schema: FeatureSchema
     lineage: dict
 
     def __post_init__(self) -> None:
-        for name, table, schema in (
+        for name, table, expected in (
             ("ratings", self.ratings, RATINGS_SCHEMA),
-            ("users", self.users, USERS_SCHEMA),
-            ("items", self.items, ITEMS_SCHEMA),
+            ("users", self.users, self.schema.table_schema("user")),
+            ("items", self.items, self.schema.table_schema("item")),
         ):
-            if not table.schema.equals(schema):
-                raise DataError(f"{name} table has schema\n{table.schema}\nexpected\n{schema}")
-        _check_known("ratings.user_id", self.ratings["user_id"], self.users["user_id"], "users")
-        _check_known("ratings.movie_id", self.ratings["movie_id"], self.items["movie_id"], "items")
+            if not table.schema.equals(expected):
+                raise SchemaError(
+                    f"{name} table has schema\n{table.schema}\nbut {self.schema.describe()} declares\n{expected}"
+                )
+        _check_known("ratings.user_id", self.ratings[USER_ID], self.users[USER_ID], "users")
+        _check_known("ratings.item_id", self.ratings[ITEM_ID], self.items[ITEM_ID], "items")
 
     def with_ratings(self, ratings: pa.Table) -> InteractionData:
         """The same users and items with a subset of the ratings (a split)."""
         return dataclasses.replace(self, ratings=ratings, lineage={**self.lineage, "num_ratings": ratings.num_rows})
 
+    def conform(self, schema: FeatureSchema) -> InteractionData:
+        """These tables with the columns of `schema` (e.g. a bundle's): a subset of this data's own features.
+
+        Raises:
+            SchemaError: a feature `schema` declares is missing here or has another type.
+        """
+        tables = {}
+        for entity, table in (("user", self.users), ("item", self.items)):
+            expected = schema.table_schema(entity)
+            for field in expected:
+                if field.name not in table.column_names or table.schema.field(field.name).type != field.type:
+                    found = table.schema.field(field.name).type if field.name in table.column_names else "no column"
+                    raise SchemaError(
+                        f"{entity}s table column {field.name!r}: {schema.describe()} declares {field.type}, "
+                        f"the {self.schema.describe()} data has {found}"
+                    )
+            tables[entity] = table.select(expected.names)
+        return dataclasses.replace(self, users=tables["user"], items=tables["item"], schema=schema)
+
     @functools.cached_property
     def examples(self) -> pa.Table:
-        """Canonical examples: ratings joined with user and item features, ratings order kept."""
-        user_rows = pc.index_in(self.ratings["user_id"], value_set=self.users["user_id"].combine_chunks())
-        item_rows = pc.index_in(self.ratings["movie_id"], value_set=self.items["movie_id"].combine_chunks())
-        users = self.users.take(user_rows).drop_columns(["user_id"])
-        items = self.items.take(item_rows).drop_columns(["movie_id"])
+        """One row per interaction with its user's and item's features, ratings order kept."""
+        user_rows = pc.index_in(self.ratings[USER_ID], value_set=self.users[USER_ID].combine_chunks())
+        item_rows = pc.index_in(self.ratings[ITEM_ID], value_set=self.items[ITEM_ID].combine_chunks())
+        users = self.users.take(user_rows).drop_columns([USER_ID])
+        items = self.items.take(item_rows).drop_columns([ITEM_ID])
         columns = {**_columns(self.ratings), **_columns(users), **_columns(items)}
         return pa.table(columns)
 
@@ -126,7 +107,7 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
     """Each user's rated items and rating times, for users in `user_ids` order.
 
     Args:
-        ratings: table with user_id, movie_id and timestamp columns.
+        ratings: table with user_id, item_id and timestamp columns.
         user_ids, item_ids: the users to group by and the items to index into;
             ratings of other users or items are skipped.
 
@@ -135,7 +116,7 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
         oldest first (ties in table order).
     """
     user_rows = _positions(ratings["user_id"], user_ids)
-    item_rows = _positions(ratings["movie_id"], item_ids)
+    item_rows = _positions(ratings[ITEM_ID], item_ids)
     keep = (user_rows >= 0) & (item_rows >= 0)
     user_rows, item_rows, times = user_rows[keep], item_rows[keep], ratings["timestamp"].to_numpy()[keep]
     order = np.lexsort((times, user_rows))
@@ -146,7 +127,7 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
 
 def item_counts(ratings: pa.Table, item_ids: pa.Array) -> np.ndarray:
     """`[len(item_ids)]` float32 number of ratings of each item (its popularity)."""
-    rows = _positions(ratings["movie_id"], item_ids)
+    rows = _positions(ratings[ITEM_ID], item_ids)
     return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float32)
 
 
@@ -154,10 +135,3 @@ def _positions(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
     """Index of each value in `keys`, -1 where absent."""
     positions = pc.fill_null(pc.index_in(values, value_set=pa.chunked_array([keys]).combine_chunks()), -1)
     return positions.to_numpy().astype(np.int64)
-
-
-def bucketize_age(age: np.ndarray) -> np.ndarray:
-    """MovieLens-1M age buckets (1, 18, 25, ... 56) of raw ages, as TFDS does for 100K."""
-    buckets = np.asarray(AGE_BUCKETS, dtype=np.float32)
-    positions = np.searchsorted(buckets, np.asarray(age, dtype=np.float32), side="right") - 1
-    return buckets[np.clip(positions, 0, None)]

@@ -6,7 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_core.data.tables import ITEMS_SCHEMA, RATINGS_SCHEMA, USERS_SCHEMA, DataError, InteractionData
+from recsys_core.data.movielens import GENRES, movielens_schema
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData
+from recsys_core.schema import ITEM_ID, RATING, USER_ID
 
 
 def read_tfds(name: str, data_dir: str | None = None) -> InteractionData:
@@ -34,12 +36,15 @@ def read_tfds(name: str, data_dir: str | None = None) -> InteractionData:
     flat = {key: _concat(parts) for key, parts in columns.items()}
     if "raw_user_age" not in flat:  # 1m-ratings has age buckets only
         flat["raw_user_age"] = flat["bucketized_user_age"]
-    table = pa.table({key: _arrow(key, values) for key, values in flat.items()})
+    renamed = {"movie_id": ITEM_ID, "user_rating": RATING}
+    table = pa.table({renamed.get(key, key): _arrow(key, values) for key, values in flat.items()})
     ratings = table.select(RATINGS_SCHEMA.names).cast(RATINGS_SCHEMA)
+    schema = movielens_schema()
     return InteractionData(
         ratings=ratings,
-        users=_first_rows(table, "user_id", USERS_SCHEMA),
-        items=_first_rows(table, "movie_id", ITEMS_SCHEMA),
+        users=_first_rows(table, USER_ID, schema.table_schema("user")),
+        items=_first_rows(table, ITEM_ID, schema.table_schema("item")),
+        schema=schema,
         lineage={"source": "tfds", "name": name, "num_ratings": ratings.num_rows},
     )
 
@@ -56,8 +61,10 @@ def _concat(parts: list) -> list | np.ndarray:
 
 
 def _arrow(key: str, values) -> pa.Array:
-    if key == "movie_genres":
-        return pa.array([list(map(int, genres)) for genres in values], type=pa.list_(pa.int64()))
+    if key == "movie_genres":  # TFDS ClassLabel ids -> the genre names of the schema
+        return pa.array([[GENRES[int(g)] for g in genres] for genres in values], type=pa.list_(pa.string()))
+    if key == "bucketized_user_age":  # float32 bucket starts in TFDS; int64 categories in the schema
+        return pa.array(np.asarray(values).astype(np.int64))
     if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
         return pa.array(values)
     return pa.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in values], type=pa.string())

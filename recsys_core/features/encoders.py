@@ -1,8 +1,7 @@
-"""Keras layers that turn raw feature dicts into dense vectors.
+"""Keras layers that turn raw feature dicts into vectors, built from the feature schema.
 
-The lookup vocabularies come from a `FeatureVocabulary` fit on the training
-split; every lookup has one out-of-vocabulary bucket, so unknown ids at
-scoring time get a (trained) OOV embedding instead of an error.
+Every lookup has one out-of-vocabulary bucket (index 0), so ids and values
+unknown at training time get a trained OOV embedding instead of an error.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ import math
 
 import tensorflow as tf
 
-from recsys_core.data.tables import AGE_BUCKETS
-from recsys_core.features.schema import GENRE_PADDING, HISTORY, HISTORY_PADDING
-from recsys_core.features.vocabulary import FeatureVocabulary
+from recsys_core.features.vocabulary import SECONDS_PER_DAY, FeatureVocabulary, NumericStats
+from recsys_core.schema import HISTORY, ITEM_ID, PADDING, TIMESTAMP, USER_ID, Feature
 
 _SECONDS_PER_HOUR = 3600.0
 
@@ -29,14 +27,21 @@ def string_lookup(vocabulary: list[str]) -> tf.keras.layers.StringLookup:
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
 
 
-def normalized(values: tf.Tensor, mean: float, std: float, value_range: tuple[float, float]) -> tf.Tensor:
-    """`(clip(values, *value_range) - mean) / std` in float64 (timestamps exceed float32), `[batch, 1]`.
+def value_lookup(vocabulary: list, dtype: str) -> tf.keras.layers.Layer:
+    """A string or integer lookup (bools are looked up as 0/1), OOV at index 0."""
+    if dtype == "string":
+        return string_lookup(vocabulary)
+    return tf.keras.layers.IntegerLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
+
+
+def normalized(values: tf.Tensor, stats: NumericStats) -> tf.Tensor:
+    """`(clip(values, low, high) - mean) / std` in float64 (timestamps exceed float32), `[batch, 1]`.
 
     Clipping to the training range keeps dense layers from extrapolating, e.g. when
-    a model trained on 1998 ratings scores users today.
+    a model trained on older data scores users today.
     """
-    clipped = tf.clip_by_value(tf.cast(values, tf.float64), value_range[0], value_range[1])
-    return tf.cast((clipped - mean) / std, tf.float32)[:, None]
+    clipped = tf.clip_by_value(tf.cast(values, tf.float64), stats.low, stats.high)
+    return tf.cast((clipped - stats.mean) / stats.std, tf.float32)[:, None]
 
 
 def cyclic_time(timestamp: tf.Tensor) -> tf.Tensor:
@@ -47,29 +52,90 @@ def cyclic_time(timestamp: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.stack([tf.sin(day), tf.cos(day), tf.sin(week), tf.cos(week)], axis=1), tf.float32)
 
 
-def known_category(ids: tf.Tensor, size: int) -> tf.Tensor:
-    """Label ids `[batch]` outside `0..size-1` map to the OOV index `size`."""
-    oov = tf.constant(size, ids.dtype)
-    return tf.where((ids < 0) | (ids >= size), oov, ids)
-
-
 def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     """Mean over axis 1 of `[batch, n, dim]` where `mask` `[batch, n]` is true; zeros if none."""
     weights = tf.cast(mask, embeddings.dtype)[:, :, None]
     return tf.reduce_sum(embeddings * weights, axis=1) / tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
 
 
+def numeric_input(feature: Feature, features: dict[str, tf.Tensor]) -> tf.Tensor:
+    """`[batch]` float64 value a model reads of a numeric or timestamp feature (see `vocabulary.numeric_values`)."""
+    values = tf.cast(features[feature.name], tf.float64)
+    if feature.kind == "timestamp":
+        if feature.entity == "user":
+            values = tf.cast(features[TIMESTAMP], tf.float64) - values
+        return values / SECONDS_PER_DAY
+    return tf.math.log1p(tf.maximum(values, 0.0)) if feature.log else values
+
+
+class FeatureEmbeddings(tf.keras.layers.Layer):
+    """Schema features -> dense numbers and embeddings.
+
+    Categorical values are embedded; multi-valued ones and text words are
+    mean-embedded; numeric and timestamp features are normalised `[batch, 1]`
+    columns (numerics with `buckets` are also embedded by training quantile).
+
+    `call` returns `(dense, embedded)`: a `[batch, n_dense]` tensor (None if no
+    numbers) and a list of `[batch, dim]` tensors named by `embedded_names`.
+    """
+
+    def __init__(self, features: tuple[Feature, ...], vocab: FeatureVocabulary, dim: int, l2: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._features = features
+        self._vocab = vocab
+        self.lookups, self.tables, self.buckets = {}, {}, {}
+        self.embedded_names = []
+        for feature in features:
+            values = vocab.categories.get(feature.name, [])
+            if feature.kind in ("categorical", "multi_categorical"):
+                self.lookups[feature.name] = value_lookup(values, feature.dtype)
+                self.tables[feature.name] = embedding(len(values) + 1, dim, l2)
+            elif feature.kind == "text":
+                self.lookups[feature.name] = tf.keras.layers.TextVectorization(vocabulary=values or ["_"])
+                self.tables[feature.name] = embedding(len(values) + 2, dim, l2)
+            elif feature.buckets:
+                boundaries = vocab.numbers[feature.name].boundaries
+                self.buckets[feature.name] = tf.keras.layers.Discretization(bin_boundaries=boundaries)
+                self.tables[feature.name] = embedding(len(boundaries) + 1, dim, l2)
+            if feature.name in self.tables:
+                self.embedded_names.append(feature.name)
+
+    def call(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor | None, list[tf.Tensor]]:
+        dense, embedded = [], []
+        for feature in self._features:
+            name, raw = feature.name, features[feature.name]
+            if feature.kind == "categorical":
+                indices = self.lookups[name](tf.cast(raw, tf.int64) if feature.dtype == "bool" else raw)
+                embedded.append(self.tables[name](indices))
+            elif feature.kind == "multi_categorical":  # [batch, n] padded with b""
+                embedded.append(masked_mean(self.tables[name](self.lookups[name](raw)), raw != PADDING))
+            elif feature.kind == "text":
+                tokens = self.lookups[name](raw)  # [batch, words], 0 = padding
+                embedded.append(masked_mean(self.tables[name](tokens), tokens != 0))
+            else:
+                value = numeric_input(feature, features)
+                dense.append(normalized(value, self._vocab.numbers[name]))
+                if name in self.buckets:
+                    embedded.append(self.tables[name](self.buckets[name](value)))
+        return (tf.concat(dense, axis=1) if dense else None), embedded
+
+
+def _concat(dense: tf.Tensor | None, embedded: list[tf.Tensor]) -> list[tf.Tensor]:
+    return embedded + ([dense] if dense is not None else [])
+
+
 class QueryEncoder(tf.keras.layers.Layer):
-    """User id, demographics, time context and history -> `[batch, width]`.
+    """User id, user features, time context and history -> `[batch, width]`.
 
     The history is the mean embedding of the user's recent items (`user_history`,
     `[batch, n]` ids padded with b""). When the features also name an item
-    (`movie_id`: a training example or a rated pair), that item is left out of
+    (`item_id`: a training example or a rated pair), that item is left out of
     its own history, so training never sees the answer in the question.
     """
 
     def __init__(
         self,
+        features: tuple[Feature, ...],
         vocab: FeatureVocabulary,
         embedding_dim: int,
         use_user_features: bool = True,
@@ -81,88 +147,48 @@ class QueryEncoder(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         side = max(4, embedding_dim // 4)
         self._vocab = vocab
-        self._use_user_features = use_user_features
         self._use_time = use_time
         self._use_history = use_history
         if use_history:
-            self.history_lookup = string_lookup(vocab.movie_ids)
-            self.history_embedding = embedding(len(vocab.movie_ids) + 1, embedding_dim, l2)
+            self.history_lookup = string_lookup(vocab.item_ids)
+            self.history_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
         self.user_lookup = string_lookup(vocab.user_ids)
         self.user_embedding = embedding(len(vocab.user_ids) + 1, embedding_dim, l2)
-        if use_user_features:
-            self.gender_embedding = embedding(2, side, l2)
-            self.age_lookup = tf.keras.layers.IntegerLookup(vocabulary=list(AGE_BUCKETS), mask_token=None)
-            self.age_embedding = embedding(len(AGE_BUCKETS) + 1, side, l2)
-            self.occupation_embedding = embedding(vocab.num_occupations + 1, side, l2)
-            self.zip_lookup = string_lookup(vocab.zip_codes)
-            self.zip_embedding = embedding(len(vocab.zip_codes) + 1, side, l2)
-            self.zip_prefix_lookup = string_lookup([str(d) for d in range(10)])
-            self.zip_prefix_embedding = embedding(11, side, l2)
+        self.user_features = FeatureEmbeddings(features if use_user_features else (), vocab, side, l2)
         if use_time:
-            self.time_bucket = tf.keras.layers.Discretization(bin_boundaries=vocab.timestamp_boundaries)
-            self.time_embedding = embedding(len(vocab.timestamp_boundaries) + 1, side, l2)
+            boundaries = vocab.numbers[TIMESTAMP].boundaries
+            self.time_bucket = tf.keras.layers.Discretization(bin_boundaries=boundaries)
+            self.time_embedding = embedding(len(boundaries) + 1, side, l2)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        vocab = self._vocab
-        parts = [self.user_embedding(self.user_lookup(features["user_id"]))]
-        if self._use_user_features:
-            zip_code = features["user_zip_code"]
-            parts += [
-                self.gender_embedding(tf.cast(features["user_gender"], tf.int32)),
-                self.age_embedding(self.age_lookup(tf.cast(features["bucketized_user_age"], tf.int64))),
-                normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range),
-                self.occupation_embedding(
-                    known_category(features["user_occupation_label"], self._vocab.num_occupations)
-                ),
-                self.zip_embedding(self.zip_lookup(zip_code)),
-                self.zip_prefix_embedding(self.zip_prefix_lookup(tf.strings.substr(zip_code, 0, 1))),
-            ]
+        parts = [self.user_embedding(self.user_lookup(features[USER_ID]))]
+        parts += _concat(*self.user_features(features))
         if self._use_time:
-            timestamp = features["timestamp"]
+            timestamp = features[TIMESTAMP]
             parts += [
                 self.time_embedding(self.time_bucket(tf.cast(timestamp, tf.float64))),
-                normalized(timestamp, vocab.timestamp_mean, vocab.timestamp_std, vocab.timestamp_range),
+                normalized(timestamp, self._vocab.numbers[TIMESTAMP]),
             ]
         if self._use_history:
             history = features[HISTORY]
-            keep = history != HISTORY_PADDING
-            if "movie_id" in features:
-                keep &= history != features["movie_id"][:, None]
+            keep = history != PADDING
+            if ITEM_ID in features:
+                keep &= history != features[ITEM_ID][:, None]
             parts.append(masked_mean(self.history_embedding(self.history_lookup(history)), keep))
         return tf.concat(parts, axis=1)
 
 
 class ItemEncoder(tf.keras.layers.Layer):
-    """Movie id, title words and genres -> `[batch, width]`."""
+    """Item id and item features -> `[batch, width]`."""
 
     def __init__(
-        self,
-        vocab: FeatureVocabulary,
-        embedding_dim: int,
-        use_title: bool = True,
-        use_genres: bool = True,
-        l2: float = 0.0,
-        **kwargs,
+        self, features: tuple[Feature, ...], vocab: FeatureVocabulary, embedding_dim: int, l2: float = 0.0, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        self._use_title = use_title
-        self._use_genres = use_genres
-        self._num_genres = vocab.num_genres
-        self.movie_lookup = string_lookup(vocab.movie_ids)
-        self.movie_embedding = embedding(len(vocab.movie_ids) + 1, embedding_dim, l2)
-        if use_title:
-            self.title_vectorizer = tf.keras.layers.TextVectorization(vocabulary=vocab.title_tokens or ["_"])
-            self.title_embedding = embedding(len(vocab.title_tokens) + 2, embedding_dim, l2)
-        if use_genres:
-            self.genre_embedding = embedding(vocab.num_genres + 1, embedding_dim, l2)
+        self.item_lookup = string_lookup(vocab.item_ids)
+        self.item_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
+        self.item_features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        parts = [self.movie_embedding(self.movie_lookup(features["movie_id"]))]
-        if self._use_title:
-            tokens = self.title_vectorizer(features["movie_title"])  # [batch, words], 0 = padding
-            parts.append(masked_mean(self.title_embedding(tokens), tokens != 0))
-        if self._use_genres:
-            genres = features["movie_genres"]  # [batch, max_genres], padded with -1
-            known = (genres > GENRE_PADDING) & (genres < self._num_genres)
-            parts.append(masked_mean(self.genre_embedding(tf.where(known, genres + 1, 0)), known))
-        return tf.concat(parts, axis=1)
+        parts = [self.item_embedding(self.item_lookup(features[ITEM_ID]))]
+        return tf.concat(parts + _concat(*self.item_features(features)), axis=1)

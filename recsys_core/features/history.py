@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys_core.features.schema import HISTORY_PADDING
+from recsys_core.schema import PADDING
 
 
 def history_matrix(seen: list[np.ndarray], item_ids: np.ndarray, length: int) -> np.ndarray:
@@ -24,7 +24,7 @@ def history_matrix(seen: list[np.ndarray], item_ids: np.ndarray, length: int) ->
         `[users, max(1, min(length, longest list))]` object array of bytes.
     """
     width = max(1, min(length, max((len(s) for s in seen), default=0)))
-    matrix = np.full((len(seen), width), HISTORY_PADDING, dtype=object)
+    matrix = np.full((len(seen), width), PADDING, dtype=object)
     for row, items in enumerate(seen):
         recent = np.asarray(items[len(items) - min(len(items), width) :], dtype=np.int64)
         matrix[row, : len(recent)] = item_ids[recent]

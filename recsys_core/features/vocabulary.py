@@ -1,7 +1,8 @@
-"""Vocabularies and statistics, fit on the training split only.
+"""Vocabularies and statistics of every schema feature, fit on the training split only.
 
 Anything seen only in the test split (or first seen at scoring time) maps to
-the out-of-vocabulary bucket of its lookup layer.
+the out-of-vocabulary bucket of its lookup layer; numbers outside the training
+range are clipped to it.
 """
 
 from __future__ import annotations
@@ -10,53 +11,67 @@ import dataclasses
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_core.data.tables import GENRES, OCCUPATIONS, InteractionData
+from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature
 
 _TIME_BUCKETS = 32
-_MAX_TITLE_TOKENS = 20_000
+_MAX_TEXT_TOKENS = 20_000
+SECONDS_PER_DAY = 86_400.0
+
+
+@dataclasses.dataclass
+class NumericStats:
+    """Normalisation of one number: `(clip(x, low, high) - mean) / std`, and its quantile bucket edges."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    boundaries: list[float]
+
+    @classmethod
+    def fit(cls, values: np.ndarray, buckets: int) -> NumericStats:
+        values = np.asarray(values, np.float64)
+        if not len(values):
+            values = np.zeros(1)
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1])) if buckets else []
+        return cls(
+            float(values.mean()),
+            float(values.std() or 1.0),
+            float(values.min()),
+            float(values.max()),
+            list(map(float, edges)),
+        )
 
 
 @dataclasses.dataclass
 class FeatureVocabulary:
-    """Everything the preprocessing layers need, fit on training ratings.
+    """Everything the preprocessing layers need, fit on training interactions.
 
     Attributes:
-        user_ids / movie_ids / zip_codes / title_tokens: lookup vocabularies.
-        timestamp_boundaries: quantile bucket edges of training timestamps.
-        timestamp_mean, timestamp_std, age_mean, age_std: normalisation statistics.
-        timestamp_range, age_range: training min and max; values outside are clipped
-            (e.g. scoring "now" with a model trained on older data).
+        user_ids / item_ids: id vocabularies.
+        categories: feature name -> its known values (categorical and multi-valued
+            ones: strings or ints; text features: their word tokens).
+        numbers: feature name -> `NumericStats` of numeric features (after `log`),
+            of timestamp features (in days: since the user's value for user
+            features, since the epoch for item ones) and of `timestamp` (seconds).
         rating_mean: mean training rating (initial bias of rating heads).
-        num_occupations, num_genres: sizes of the TFDS label sets.
     """
 
     user_ids: list[str]
-    movie_ids: list[str]
-    zip_codes: list[str]
-    title_tokens: list[str]
-    timestamp_boundaries: list[float]
-    timestamp_mean: float
-    timestamp_std: float
-    age_mean: float
-    age_std: float
-    timestamp_range: tuple[float, float]
-    age_range: tuple[float, float]
+    item_ids: list[str]
+    categories: dict[str, list]
+    numbers: dict[str, NumericStats]
     rating_mean: float
-    num_occupations: int = len(OCCUPATIONS)
-    num_genres: int = len(GENRES)
 
     def sizes(self) -> dict[str, int]:
         """Vocabulary sizes, for the bundle manifest."""
         return {
-            "user_ids": len(self.user_ids),
-            "movie_ids": len(self.movie_ids),
-            "zip_codes": len(self.zip_codes),
-            "title_tokens": len(self.title_tokens),
-            "timestamp_buckets": len(self.timestamp_boundaries) + 1,
-            "occupations": self.num_occupations,
-            "genres": self.num_genres,
+            USER_ID: len(self.user_ids),
+            ITEM_ID: len(self.item_ids),
+            **{name: len(values) for name, values in self.categories.items()},
         }
 
     def to_json(self) -> str:
@@ -65,35 +80,72 @@ class FeatureVocabulary:
     @classmethod
     def from_json(cls, text: str) -> FeatureVocabulary:
         fields = json.loads(text)
-        return cls(**{k: tuple(v) if k.endswith("_range") else v for k, v in fields.items()})
+        fields["numbers"] = {name: NumericStats(**stats) for name, stats in fields["numbers"].items()}
+        return cls(**fields)
 
 
-def fit_vocabulary(train: InteractionData) -> FeatureVocabulary:
-    """Fits vocabularies and statistics on the training ratings (and their users/items only)."""
+def fit_vocabulary(train) -> FeatureVocabulary:
+    """Fits vocabularies and statistics on training interactions and the users and items they name.
+
+    Args:
+        train: an `InteractionData` (its `examples`, `users`, `items` and `schema`).
+    """
+    examples = train.examples
+    users = _present(train.users, USER_ID, examples)
+    items = _present(train.items, ITEM_ID, examples)
+    categories, numbers = {}, {}
+    for feature in train.schema.features:
+        table = users if feature.entity == "user" else items
+        if feature.kind in ("categorical", "multi_categorical"):
+            categories[feature.name] = _values(table[feature.name], feature)
+        elif feature.kind == "text":
+            categories[feature.name] = _tokens(table[feature.name])
+        else:
+            numbers[feature.name] = NumericStats.fit(
+                numeric_values(feature, examples[feature.name].to_numpy(), examples[TIMESTAMP].to_numpy()),
+                feature.buckets,
+            )
+    numbers[TIMESTAMP] = NumericStats.fit(examples[TIMESTAMP].to_numpy(), _TIME_BUCKETS)
+    return FeatureVocabulary(
+        user_ids=_sorted_unique(examples[USER_ID]),
+        item_ids=_sorted_unique(examples[ITEM_ID]),
+        categories=categories,
+        numbers=numbers,
+        rating_mean=float(examples[RATING].to_numpy().mean()),
+    )
+
+
+def numeric_values(feature: Feature, values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
+    """What a model reads of a numeric or timestamp feature, in numpy (the layers do the same in TF).
+
+    Numeric: `log1p(max(x, 0))` if `feature.log`, else x. Timestamp: days from it to
+    the interaction for user features, days since the epoch for item features.
+    """
+    values = np.asarray(values, np.float64)
+    if feature.kind == "timestamp":
+        return (np.asarray(timestamps, np.float64) - values if feature.entity == "user" else values) / SECONDS_PER_DAY
+    return np.log1p(np.maximum(values, 0.0)) if feature.log else values
+
+
+def _present(table: pa.Table, key: str, examples: pa.Table) -> pa.Table:
+    """Rows of `table` whose id occurs in the training examples."""
+    return table.filter(pc.is_in(table[key], value_set=pc.unique(examples[key])))
+
+
+def _values(column: pa.ChunkedArray, feature: Feature) -> list:
+    values = pc.list_flatten(column) if feature.kind == "multi_categorical" else column
+    if feature.dtype == "bool":
+        values = values.cast(pa.int64())
+    known = pc.unique(values).drop_null().to_pylist()
+    return sorted(v for v in known if v != "")
+
+
+def _tokens(column: pa.ChunkedArray) -> list[str]:
     import tensorflow as tf
 
-    examples = train.examples
-    titles = pc.unique(examples["movie_title"]).to_numpy(zero_copy_only=False).astype(object)
-    text = tf.keras.layers.TextVectorization(max_tokens=_MAX_TITLE_TOKENS)
-    text.adapt(titles)
-    timestamps = examples["timestamp"].to_numpy().astype(np.float64)
-    users = train.users.filter(pc.is_in(train.users["user_id"], value_set=pc.unique(examples["user_id"])))
-    ages = users["raw_user_age"].to_numpy().astype(np.float64)
-    boundaries = np.unique(np.quantile(timestamps, np.linspace(0, 1, _TIME_BUCKETS + 1)[1:-1]))
-    return FeatureVocabulary(
-        user_ids=_sorted_unique(examples["user_id"]),
-        movie_ids=_sorted_unique(examples["movie_id"]),
-        zip_codes=_sorted_unique(examples["user_zip_code"]),
-        title_tokens=[t for t in text.get_vocabulary() if t not in ("", "[UNK]")],
-        timestamp_boundaries=boundaries.tolist(),
-        timestamp_mean=float(timestamps.mean()),
-        timestamp_std=float(timestamps.std() or 1.0),
-        age_mean=float(ages.mean()),
-        age_std=float(ages.std() or 1.0),
-        timestamp_range=(float(timestamps.min()), float(timestamps.max())),
-        age_range=(float(ages.min()), float(ages.max())),
-        rating_mean=float(examples["user_rating"].to_numpy().mean()),
-    )
+    text = tf.keras.layers.TextVectorization(max_tokens=_MAX_TEXT_TOKENS)
+    text.adapt(pc.unique(column).to_numpy(zero_copy_only=False).astype(object))
+    return [t for t in text.get_vocabulary() if t not in ("", "[UNK]")]
 
 
 def _sorted_unique(column) -> list[str]:

@@ -1,72 +1,101 @@
-"""Config -> built TFRS models. Call inside `strategy.scope()`."""
+"""Config + feature schema -> built TFRS models. Call inside `strategy.scope()`.
+
+`build_model` looks the name up in `registry.MODELS`, whose entries point at the
+`build_*` functions below; each reads the schema features its model `reads`.
+"""
 
 from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.config import MODEL_NAMES, ExperimentConfig, FitConfig, RetrievalConfig
+from recsys_core import registry
+from recsys_core.config import ExperimentConfig, FitConfig, RetrievalConfig
 from recsys_core.features.encoders import ItemEncoder, QueryEncoder
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.models.dlrm import CrossHead, DlrmEmbeddings, DlrmScorer, DotInteractionHead
 from recsys_core.models.multitask import MultitaskModel
 from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_task
 from recsys_core.models.retrieval import RetrievalModel, Tower
-
-RATING_MODELS = ("ranking", "dlrm", "dcn", "multitask")
-TOWER_MODELS = ("retrieval", "multitask")
+from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 
 
-def build_model(name: str, config: ExperimentConfig, vocab: FeatureVocabulary) -> tfrs.Model:
-    """Builds the named model (`retrieval`, `ranking`, `dlrm`, `dcn` or `multitask`)."""
-    if name == "retrieval":
-        query_tower, candidate_tower = build_towers(config.retrieval, vocab)
-        return RetrievalModel(
-            query_tower, candidate_tower, retrieval_task(config.retrieval), correction(config.retrieval)
-        )
-    if name == "ranking":
-        cfg = config.ranking
-        scorer = RankingScorer(
-            QueryEncoder(vocab, cfg.embedding_dim, use_time=cfg.use_time, use_history=cfg.use_history, l2=cfg.l2),
-            ItemEncoder(vocab, cfg.embedding_dim, l2=cfg.l2),
-            IdBias("user_id", vocab.user_ids, cfg.l2),
-            IdBias("movie_id", vocab.movie_ids, cfg.l2),
-            projection_dim=cfg.embedding_dim,
-            hidden_layers=cfg.hidden_layers,
-            rating_mean=vocab.rating_mean,
-        )
-        return RatingModel(scorer, rating_task(cfg.batch_size))
-    if name in ("dlrm", "dcn"):
-        cfg = getattr(config, name)
-        embeddings = DlrmEmbeddings(vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2, cfg.use_time)
-        interaction = DotInteractionHead(cfg.self_interaction) if name == "dlrm" else CrossHead(cfg.cross_layers)
-        biases = (IdBias("user_id", vocab.user_ids, cfg.l2), IdBias("movie_id", vocab.movie_ids, cfg.l2))
-        scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, biases, vocab.rating_mean)
-        return RatingModel(scorer, rating_task(cfg.batch_size))
-    if name == "multitask":
-        cfg = config.multitask
-        query_tower, candidate_tower = build_towers(config.retrieval, vocab)
-        head = tf.keras.Sequential(
-            [tf.keras.layers.Dense(units, activation="relu") for units in cfg.rating_layers]
-            + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(vocab.rating_mean))]
-        )
-        return MultitaskModel(
-            query_tower,
-            candidate_tower,
-            head,
-            retrieval_task(config.retrieval),
-            rating_task(cfg.batch_size),
-            cfg.retrieval_weight,
-            cfg.rating_weight,
-            correction(config.retrieval),
-        )
-    raise ValueError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
+def build_model(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary) -> tfrs.Model:
+    """Builds the named model (see `registry.MODELS`); `ValueError` for an unknown name."""
+    return registry.spec(name).build(config, schema, vocab)
 
 
-def build_towers(cfg: RetrievalConfig, vocab: FeatureVocabulary) -> tuple[Tower, Tower]:
+def build_retrieval(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
+    query_tower, candidate_tower = build_towers(config.retrieval, schema, vocab)
+    return RetrievalModel(query_tower, candidate_tower, retrieval_task(config.retrieval), correction(config.retrieval))
+
+
+def build_ranking(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
+    cfg = config.ranking
+    scorer = RankingScorer(
+        QueryEncoder(
+            schema.of("user", "ranking"),
+            vocab,
+            cfg.embedding_dim,
+            use_time=cfg.use_time,
+            use_history=cfg.use_history,
+            l2=cfg.l2,
+        ),
+        ItemEncoder(schema.of("item", "ranking"), vocab, cfg.embedding_dim, l2=cfg.l2),
+        *_biases(vocab, cfg.l2),
+        projection_dim=cfg.embedding_dim,
+        hidden_layers=cfg.hidden_layers,
+        rating_mean=vocab.rating_mean,
+    )
+    return RatingModel(scorer, rating_task(cfg.batch_size))
+
+
+def build_dlrm(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
+    """DLRM (`name="dlrm"`, dot interaction) or DCN (`name="dcn"`, cross layers)."""
+    cfg = getattr(config, name)
+    features = schema.of("user", "dlrm") + schema.of("item", "dlrm")
+    embeddings = DlrmEmbeddings(features, vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2, cfg.use_time)
+    interaction = DotInteractionHead(cfg.self_interaction) if name == "dlrm" else CrossHead(cfg.cross_layers)
+    scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, _biases(vocab, cfg.l2), vocab.rating_mean)
+    return RatingModel(scorer, rating_task(cfg.batch_size))
+
+
+def build_multitask(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
+    cfg = config.multitask
+    query_tower, candidate_tower = build_towers(config.retrieval, schema, vocab)
+    head = tf.keras.Sequential(
+        [tf.keras.layers.Dense(units, activation="relu") for units in cfg.rating_layers]
+        + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(vocab.rating_mean))]
+    )
+    return MultitaskModel(
+        query_tower,
+        candidate_tower,
+        head,
+        retrieval_task(config.retrieval),
+        rating_task(cfg.batch_size),
+        cfg.retrieval_weight,
+        cfg.rating_weight,
+        correction(config.retrieval),
+    )
+
+
+def _biases(vocab: FeatureVocabulary, l2: float) -> tuple[IdBias, IdBias]:
+    return IdBias(USER_ID, vocab.user_ids, l2), IdBias(ITEM_ID, vocab.item_ids, l2)
+
+
+def build_towers(cfg: RetrievalConfig, schema: FeatureSchema, vocab: FeatureVocabulary) -> tuple[Tower, Tower]:
     """Query and candidate towers, each ending in `cfg.tower_layers[-1]` units."""
-    query = QueryEncoder(vocab, cfg.embedding_dim, cfg.use_user_features, cfg.use_time, cfg.use_history, cfg.l2)
-    item = ItemEncoder(vocab, cfg.embedding_dim, cfg.use_title, cfg.use_genres, cfg.l2)
+    query = QueryEncoder(
+        schema.of("user", "towers"),
+        vocab,
+        cfg.embedding_dim,
+        cfg.use_user_features,
+        cfg.use_time,
+        cfg.use_history,
+        cfg.l2,
+    )
+    item_features = schema.of("item", "towers") if cfg.use_item_features else ()
+    item = ItemEncoder(item_features, vocab, cfg.embedding_dim, cfg.l2)
     return Tower(query, cfg.tower_layers, name="query_tower"), Tower(item, cfg.tower_layers, name="candidate_tower")
 
 

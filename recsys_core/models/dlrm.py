@@ -1,12 +1,12 @@
-"""DLRM (dot interaction) and DCN (cross layers) rating scorers.
+"""DLRM (dot interaction) and DCN (cross layers) rating scorers, built from the feature schema.
 
-As in the KerasRS DLRM tutorial: categorical features (user_id, movie_id,
-gender, zip code, occupation, and the movie's genres as a mean embedding) are
-embedded; continuous features (raw age, sin/cos of hour of day and hour of week)
-go through a bottom MLP to the embedding width; `DotInteraction` takes all
-pairwise dot products; a top MLP predicts the rating, to which user and item
-biases are added. The DCN variant feeds the concatenated features through
-`Cross` layers instead (`CrossHead`).
+As in the KerasRS DLRM tutorial: the user and item ids and every categorical,
+multi-valued and text feature the schema feeds to `dlrm` are embedded; numeric
+and timestamp features (and, with `use_time`, sin/cos of the hour of day and of
+the week) go through a bottom MLP to the embedding width; `DotInteraction` takes
+all pairwise dot products; a top MLP predicts the rating, to which user and item
+biases are added. The DCN variant feeds the concatenated vectors through `Cross`
+layers instead (`CrossHead`).
 """
 
 from __future__ import annotations
@@ -14,30 +14,21 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.encoders import (
-    cyclic_time,
-    embedding,
-    known_category,
-    masked_mean,
-    normalized,
-    string_lookup,
-)
-from recsys_core.features.schema import GENRE_PADDING
+from recsys_core.features.encoders import FeatureEmbeddings, cyclic_time, embedding, string_lookup
 from recsys_core.features.vocabulary import FeatureVocabulary
-
-CATEGORICAL_FEATURES = ("user_id", "movie_id", "user_gender", "user_zip_code", "user_occupation_label")
-# Names of the interaction inputs, in order: the bottom MLP output first, the mean genre embedding last.
-INTERACTION_INPUTS = ("dense",) + CATEGORICAL_FEATURES + ("movie_genres",)
+from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID, Feature
 
 
 class DlrmEmbeddings(tf.keras.layers.Layer):
-    """Embeds the categorical features and the bottom MLP over continuous ones.
+    """Embeds the ids and categorical features, and the bottom MLP over the numbers.
 
-    Returns a list of `[batch, embedding_dim]` tensors named by `INTERACTION_INPUTS`.
+    Returns a list of `[batch, embedding_dim]` tensors named by `input_names`:
+    the bottom MLP's output first (when there are numbers), then the ids, then the features.
     """
 
     def __init__(
         self,
+        features: tuple[Feature, ...],
         vocab: FeatureVocabulary,
         embedding_dim: int,
         bottom_layers: tuple[int, ...],
@@ -46,42 +37,37 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self._vocab = vocab
         self._use_time = use_time
         self.user_lookup = string_lookup(vocab.user_ids)
-        self.movie_lookup = string_lookup(vocab.movie_ids)
-        self.zip_lookup = string_lookup(vocab.zip_codes)
-        self.embeddings = {
-            "user_id": embedding(len(vocab.user_ids) + 1, embedding_dim, l2),
-            "movie_id": embedding(len(vocab.movie_ids) + 1, embedding_dim, l2),
-            "user_gender": embedding(2, embedding_dim, l2),
-            "user_zip_code": embedding(len(vocab.zip_codes) + 1, embedding_dim, l2),
-            "user_occupation_label": embedding(vocab.num_occupations + 1, embedding_dim, l2),
-        }
-        self.genre_embedding = embedding(vocab.num_genres + 1, embedding_dim, l2)
-        self.bottom = tfrs.layers.blocks.MLP(list(bottom_layers) + [embedding_dim], final_activation="relu")
+        self.item_lookup = string_lookup(vocab.item_ids)
+        self.user_embedding = embedding(len(vocab.user_ids) + 1, embedding_dim, l2)
+        self.item_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
+        self.features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
+        has_numbers = use_time or any(f.kind in ("numeric", "timestamp") for f in features)
+        self.bottom = (
+            tfrs.layers.blocks.MLP(list(bottom_layers) + [embedding_dim], final_activation="relu")
+            if has_numbers
+            else None
+        )
+        self.input_names = (("dense",) if has_numbers else ()) + (USER_ID, ITEM_ID, *self.features.embedded_names)
 
     def call(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-        vocab = self._vocab
-        indices = {
-            "user_id": self.user_lookup(features["user_id"]),
-            "movie_id": self.movie_lookup(features["movie_id"]),
-            "user_gender": tf.cast(features["user_gender"], tf.int32),
-            "user_zip_code": self.zip_lookup(features["user_zip_code"]),
-            "user_occupation_label": known_category(features["user_occupation_label"], self._vocab.num_occupations),
-        }
-        continuous = normalized(features["raw_user_age"], vocab.age_mean, vocab.age_std, vocab.age_range)
+        dense, embedded = self.features(features)
         if self._use_time:
-            continuous = tf.concat([continuous, cyclic_time(features["timestamp"])], axis=1)
-        genres = features["movie_genres"]  # [batch, max_genres], padded with -1
-        known = (genres > GENRE_PADDING) & (genres < vocab.num_genres)
-        genre = masked_mean(self.genre_embedding(tf.where(known, genres + 1, 0)), known)
-        categorical = [self.embeddings[name](indices[name]) for name in CATEGORICAL_FEATURES]
-        return [self.bottom(continuous)] + categorical + [genre]
+            time = cyclic_time(features[TIMESTAMP])
+            dense = time if dense is None else tf.concat([dense, time], axis=1)
+        ids = [
+            self.user_embedding(self.user_lookup(features[USER_ID])),
+            self.item_embedding(self.item_lookup(features[ITEM_ID])),
+        ]
+        return ([self.bottom(dense)] if self.bottom is not None else []) + ids + embedded
 
 
 class DotInteractionHead(tf.keras.layers.Layer):
-    """DLRM's interaction: the bottom-MLP vector beside all pairwise dot products, `[batch, d + n(n-1)/2]`."""
+    """DLRM's interaction: the first vector (the bottom MLP's) beside all pairwise dot products.
+
+    `n` vectors `[batch, d]` -> `[batch, d + n(n-1)/2]`.
+    """
 
     def __init__(self, self_interaction: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.schema import LABEL
 from recsys_core.models.retrieval import retrieval_loss
+from recsys_core.schema import RATING
 
 
 class MultitaskModel(tfrs.Model):
@@ -45,5 +45,5 @@ class MultitaskModel(tfrs.Model):
         query, candidate = self.query_tower(features), self.candidate_tower(features)
         ratings = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
         retrieval = retrieval_loss(self.retrieval_task, query, candidate, features, self._correction)
-        rating_loss = self.rating_task(labels=features[LABEL], predictions=ratings)
+        rating_loss = self.rating_task(labels=features[RATING], predictions=ratings)
         return self._retrieval_weight * retrieval + self._rating_weight * rating_loss

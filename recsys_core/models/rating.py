@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core.features.encoders import string_lookup
-from recsys_core.features.schema import LABEL
+from recsys_core.schema import RATING
 
 
 class RatingModel(tfrs.Model):
@@ -21,7 +21,7 @@ class RatingModel(tfrs.Model):
         return self.scorer(features)
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        return self.task(labels=features[LABEL], predictions=self(features))
+        return self.task(labels=features[RATING], predictions=self(features))
 
 
 def rating_task(global_batch_size: int) -> tfrs.tasks.Ranking:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-CANDIDATE_PROBABILITY = "candidate_probability"
+from recsys_core.schema import CANDIDATE_PROBABILITY, ITEM_ID
 
 
-def candidate_keys(movie_ids: tf.Tensor) -> tf.Tensor:
-    """int64 keys of `[batch]` movie ids; comparing these instead of strings keeps
+def candidate_keys(item_ids: tf.Tensor) -> tf.Tensor:
+    """int64 keys of `[batch]` item ids; comparing these instead of strings keeps
     accidental-hit removal (a `[batch, batch]` comparison) cheap."""
-    return tf.strings.to_hash_bucket_fast(movie_ids, 2**62)
+    return tf.strings.to_hash_bucket_fast(item_ids, 2**62)
 
 
 class Tower(tf.keras.Model):
@@ -72,6 +72,6 @@ def retrieval_loss(
         query,
         candidate,
         candidate_sampling_probability=features[CANDIDATE_PROBABILITY] ** correction if correction else None,
-        candidate_ids=candidate_keys(features["movie_id"]),
+        candidate_ids=candidate_keys(features[ITEM_ID]),
         compute_metrics=False,
     )

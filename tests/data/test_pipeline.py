@@ -8,9 +8,9 @@ def test_candidate_probability_is_the_training_frequency(ml100k_split):
     train, test = ml100k_split
     probability = example_arrays(test, train)["candidate_probability"]
     counts = {}
-    for movie in train.ratings["movie_id"].to_pylist():
+    for movie in train.ratings["item_id"].to_pylist():
         counts[movie] = counts.get(movie, 0) + 1
-    expected = [max(counts.get(m, 0), 1) / 80_000 for m in test.ratings["movie_id"].to_pylist()]
+    expected = [max(counts.get(m, 0), 1) / 80_000 for m in test.ratings["item_id"].to_pylist()]
     np.testing.assert_allclose(probability, expected, rtol=1e-6)
 
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -5,65 +7,147 @@ import pytest
 
 from recsys_core.config import DataConfig
 from recsys_core.data import load_data
+from recsys_core.data.movielens import movielens_schema
 from recsys_core.data.parquet_source import read_parquet_tables
+from recsys_core.data.shop import synthetic_shop
 from recsys_core.data.synthetic import synthetic_interactions
-from recsys_core.data.tables import GENRES, OCCUPATIONS, RATINGS_SCHEMA, DataError
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError
+from recsys_core.schema import FeatureSchema, SchemaError, load_schema
+
+SHOP_SCHEMA = {
+    "name": "my-shop",
+    "features": [
+        {"name": "country", "entity": "user", "kind": "categorical"},
+        {"name": "signup", "entity": "user", "kind": "timestamp"},
+        {"name": "category", "entity": "item", "kind": "categorical"},
+        {"name": "price", "entity": "item", "kind": "numeric", "log": True},
+        {"name": "tags", "entity": "item", "kind": "multi_categorical", "default": []},
+    ],
+}
 
 
-def _write_warehouse_tables(root):
+def _write_shop_tables(root, items=None):
     interactions = pa.table(
         {
             "user_id": ["a", "a", "b"],
             "item_id": ["x", "y", "x"],
             "rating": [5, 3, 4],
             "timestamp": pa.array([1_000, 2_000, 3_000], type=pa.timestamp("s")),
+            "session": ["s1", "s1", "s2"],  # not in the schema: ignored
         }
     )
     users = pa.table(
-        {"user_id": ["a", "b"], "gender": ["F", "M"], "age": [33, 61], "occupation": ["writer", "astronaut"]}
+        {
+            "user_id": ["a", "b"],
+            "country": ["DE", "FR"],
+            "signup": pa.array([500_000, 0], type=pa.timestamp("ms")),
+        }
     )
-    items = pa.table(
-        {"item_id": ["x", "y"], "title": ["X (2001)", "Y (2002)"], "genres": [["Drama"], ["Comedy", "War"]]}
+    items = items or pa.table(
+        {"item_id": ["x", "y"], "category": ["Electronics", "Garden"], "price": [19.99, 5], "tags": [["eco"], None]}
     )
     (root / "interactions").mkdir()
     pq.write_table(interactions, root / "interactions" / "part-0.parquet")
     pq.write_table(users, root / "users.parquet")
     pq.write_table(items, root / "items.parquet")
+    schema_path = root / "my-shop.json"
+    schema_path.write_text(json.dumps(SHOP_SCHEMA))
+    return str(schema_path)
 
 
-def test_parquet_tables_map_onto_the_canonical_example(tmp_path):
-    _write_warehouse_tables(tmp_path)
-    data = read_parquet_tables(str(tmp_path))
+def test_parquet_tables_are_read_as_their_schema_declares(tmp_path):
+    schema = load_schema(_write_shop_tables(tmp_path))
+    data = read_parquet_tables(str(tmp_path), schema)
     assert data.ratings.schema.equals(RATINGS_SCHEMA)
-    rows = {(e["user_id"], e["movie_id"]): e for e in data.examples.to_pylist()}
-    assert rows[("a", "y")]["user_rating"] == 3.0 and rows[("a", "y")]["timestamp"] == 2_000
-    assert [GENRES[g] for g in rows[("a", "y")]["movie_genres"]] == ["Comedy", "War"]
-    assert rows[("b", "x")]["user_gender"] and rows[("b", "x")]["bucketized_user_age"] == 56.0
-    # An occupation outside the TFDS labels keeps its text and gets the "other" label.
-    assert rows[("b", "x")]["user_occupation_text"] == "astronaut"
-    assert OCCUPATIONS[rows[("b", "x")]["user_occupation_label"]] == "other/not specified"
+    assert data.users.column_names == ["user_id", "country", "signup"]
+    rows = {(e["user_id"], e["item_id"]): e for e in data.examples.to_pylist()}
+    assert rows[("a", "y")]["rating"] == 3.0 and rows[("a", "y")]["timestamp"] == 2_000
+    # Any category is a value like another (no fixed label list); a null list takes the default [].
+    assert rows[("b", "x")]["category"] == "Electronics" and rows[("a", "y")]["tags"] == []
+    assert rows[("a", "x")]["price"] == pytest.approx(19.99) and rows[("a", "x")]["signup"] == 500
     assert data.lineage["implicit"] is False
 
 
-def test_parquet_users_and_items_are_optional(tmp_path):
+def test_a_column_the_schema_declares_but_the_table_lacks_is_refused_naming_both(tmp_path):
+    schema_path = _write_shop_tables(tmp_path, items=pa.table({"item_id": ["x", "y"], "price": [1.0, 2.0]}))
+    with pytest.raises(DataError, match=r"items table has no column 'category'.*my-shop\.json"):
+        read_parquet_tables(str(tmp_path), load_schema(schema_path))
+
+
+def test_a_column_of_the_wrong_type_or_with_nulls_is_refused(tmp_path):
+    items = pa.table({"item_id": ["x", "y"], "category": ["a", "b"], "price": ["cheap", "dear"], "tags": [[], []]})
+    schema_path = _write_shop_tables(tmp_path, items=items)
+    with pytest.raises(DataError, match=r"items\.price is string.*float.*my-shop\.json"):
+        read_parquet_tables(str(tmp_path), load_schema(schema_path))
+    pq.write_table(
+        pa.table({"item_id": ["x", "y"], "category": ["a", None], "price": [1.0, 2.0]}), tmp_path / "items.parquet"
+    )
+    with pytest.raises(DataError, match=r"items\.category is null in row 1.*default in .*my-shop\.json"):
+        read_parquet_tables(str(tmp_path), load_schema(schema_path))
+
+
+def test_ids_only_tables_need_no_users_or_items_and_may_be_implicit(tmp_path):
     pq.write_table(pa.table({"user_id": ["a", "b"], "item_id": ["x", "x"]}), tmp_path / "interactions.parquet")
-    data = read_parquet_tables(str(tmp_path))
-    assert data.lineage["implicit"] is True
-    assert data.items.to_pylist() == [{"movie_id": "x", "movie_title": "x", "movie_genres": []}]
+    data = read_parquet_tables(str(tmp_path), load_schema("implicit"))
+    assert data.lineage["implicit"] is True and data.ratings["rating"].to_pylist() == [1.0, 1.0]
+    assert data.items.to_pylist() == [{"item_id": "x"}]
     assert sorted(data.users["user_id"].to_pylist()) == ["a", "b"]
+    with pytest.raises(DataError, match=r"no 'rating' column.*ids\.json.*--schema implicit"):
+        load_data(DataConfig(source="parquet", path=str(tmp_path)))
 
 
 def test_parquet_errors_name_the_table_and_column(tmp_path):
+    ids = load_schema("ids")
     with pytest.raises(DataError, match="does not exist"):
-        read_parquet_tables(str(tmp_path / "missing"))
+        read_parquet_tables(str(tmp_path / "missing"), ids)
     with pytest.raises(DataError, match="no interactions table"):
-        read_parquet_tables(str(tmp_path))
-    pq.write_table(pa.table({"user": ["a"], "item_id": ["x"]}), tmp_path / "interactions.parquet")
-    with pytest.raises(DataError, match="interactions table has no user_id column"):
-        read_parquet_tables(str(tmp_path))
+        read_parquet_tables(str(tmp_path), ids)
+    pq.write_table(pa.table({"user": ["a"], "item_id": ["x"], "rating": [1.0]}), tmp_path / "interactions.parquet")
+    with pytest.raises(DataError, match="interactions table has no column 'user_id'"):
+        read_parquet_tables(str(tmp_path), ids)
     (tmp_path / "interactions.parquet").write_text("not parquet")
     with pytest.raises(DataError, match=r"cannot read Parquet table .*interactions\.parquet"):
-        read_parquet_tables(str(tmp_path))
+        read_parquet_tables(str(tmp_path), ids)
+
+
+def test_schema_files_are_checked_and_round_trip(tmp_path):
+    schema = movielens_schema()
+    assert FeatureSchema.from_dict(schema.to_dict()) == FeatureSchema.from_dict(schema.to_dict(), "")
+    assert schema.get("movie_genres").kind == "multi_categorical"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"features": [{"name": "size", "entity": "item", "kind": "colour"}]}))
+    with pytest.raises(SchemaError, match=r"bad\.json.*kind 'colour' is not one of"):
+        load_schema(str(bad))
+    bad.write_text(json.dumps({"features": [{"name": "item_id", "entity": "item", "kind": "categorical"}]}))
+    with pytest.raises(SchemaError, match="reserved"):
+        load_schema(str(bad))
+    with pytest.raises(SchemaError, match="no built-in schema 'films'"):
+        load_schema("films")
+
+
+def test_movielens_data_conforms_to_a_narrower_schema_and_refuses_a_wider_one(tiny_data, tmp_path):
+    narrow = FeatureSchema("narrow", (movielens_schema().get("movie_genres"),))
+    assert tiny_data.conform(narrow).items.column_names == ["item_id", "movie_genres"]
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps({"features": [{"name": "brand", "entity": "item", "kind": "categorical"}]}))
+    with pytest.raises(SchemaError, match=r"items table column 'brand'.*wide\.json"):
+        tiny_data.conform(load_schema(str(wide)))
+
+
+def test_the_shop_is_seeded_and_its_planted_effects_show():
+    a = synthetic_shop(1500, 400, 20, seed=1)
+    assert a.ratings.equals(synthetic_shop(1500, 400, 20, seed=1).ratings)
+    assert not a.ratings.equals(synthetic_shop(1500, 400, 20, seed=2).ratings)
+    examples = a.examples.to_pandas()
+    # Country shifts what is bought: category shares differ between countries more than sampling noise.
+    shares = examples.groupby(["country", "category"]).size().unstack(fill_value=0)
+    shares = shares.div(shares.sum(axis=1), axis=0)
+    assert (shares.max() - shares.min()).max() > 0.1
+    # Brand quality shows in the ratings: brand means spread well beyond the noise of their mean.
+    brand_means = examples.groupby("brand")["rating"].mean()
+    assert brand_means.max() - brand_means.min() > 1.0
+    # Users buy after they sign up.
+    assert (examples["timestamp"] >= examples["signup_time"]).all()
 
 
 def test_synthetic_data_is_seeded_and_has_planted_structure():
@@ -72,11 +156,11 @@ def test_synthetic_data_is_seeded_and_has_planted_structure():
     c = synthetic_interactions(500, 200, 20, seed=2)
     assert a.ratings.equals(b.ratings) and not a.ratings.equals(c.ratings)
     assert a.lineage["source"] == "synthetic"
-    counts = np.sort(np.unique(a.ratings["movie_id"].to_numpy(zero_copy_only=False), return_counts=True)[1])[::-1]
+    counts = np.sort(np.unique(a.ratings["item_id"].to_numpy(zero_copy_only=False), return_counts=True)[1])[::-1]
     assert counts[:20].sum() > 3 * counts[-20:].sum()  # popularity skew
     # Gender shifts taste: the two groups' favourite items differ more than chance.
     examples = a.examples.to_pandas()
-    by_gender = examples.groupby(["user_gender", "movie_id"]).size().unstack(0).fillna(0)
+    by_gender = examples.groupby(["user_gender", "item_id"]).size().unstack(0).fillna(0)
     correlation = np.corrcoef(by_gender[True], by_gender[False])[0, 1]
     assert correlation < 0.95
 

@@ -12,8 +12,13 @@ def test_random_split_is_the_tfrs_tutorial_split(ml100k_split, part):
     expected = pd.read_csv(f"{SPLITS}/tfrs-seed42-{part}.tsv", sep="\t", dtype={"user_id": str, "movie_id": str})
     ours = split.ratings.to_pandas()
     assert len(ours) == len(expected) == (80_000 if part == "train" else 20_000)
-    for column in ("user_id", "movie_id", "user_rating", "timestamp"):
-        np.testing.assert_array_equal(ours[column].to_numpy(), expected[column].to_numpy())
+    for column, theirs in (
+        ("user_id", "user_id"),
+        ("item_id", "movie_id"),
+        ("rating", "user_rating"),
+        ("timestamp",) * 2,
+    ):
+        np.testing.assert_array_equal(ours[column].to_numpy(), expected[theirs].to_numpy())
 
 
 def test_random_split_is_reproducible_and_seeded(ml100k):
@@ -26,7 +31,7 @@ def test_random_split_is_reproducible_and_seeded(ml100k):
 
 def test_splits_partition_the_ratings(ml100k, ml100k_split):
     train, test = ml100k_split
-    keys = lambda t: set(zip(t["user_id"].to_pylist(), t["movie_id"].to_pylist(), strict=True))  # noqa: E731
+    keys = lambda t: set(zip(t["user_id"].to_pylist(), t["item_id"].to_pylist(), strict=True))  # noqa: E731
     assert keys(train.ratings).isdisjoint(keys(test.ratings))
     assert keys(train.ratings) | keys(test.ratings) == keys(ml100k.ratings)
 

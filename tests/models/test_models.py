@@ -5,7 +5,6 @@ import tensorflow as tf
 from recsys_core.config import experiment
 from recsys_core.features.vocabulary import fit_vocabulary
 from recsys_core.models.builders import build_model
-from recsys_core.models.dlrm import INTERACTION_INPUTS
 
 
 @pytest.mark.parametrize("name", ["retrieval", "ranking", "dlrm", "dcn", "multitask"])
@@ -32,10 +31,21 @@ def test_dlrm_interaction_matrix_is_symmetric(tiny_trained):
     _, _, inputs, trained = tiny_trained
     batch = {k: tf.constant(v[:64]) for k, v in inputs.test.items()}
     matrix = trained["dlrm"].model.scorer.interaction_matrix(batch).numpy()
-    assert matrix.shape == (len(INTERACTION_INPUTS),) * 2
+    # dense (age), user_id, item_id, and the embedded categoricals the schema feeds to DLRM
+    names = trained["dlrm"].model.scorer.embeddings.input_names
+    assert names == (
+        "dense",
+        "user_id",
+        "item_id",
+        "user_gender",
+        "user_occupation_label",
+        "user_zip_code",
+        "movie_genres",
+    )
+    assert matrix.shape == (len(names),) * 2
     np.testing.assert_allclose(matrix, matrix.T, rtol=1e-5)
 
 
 def test_unknown_model_is_rejected(tiny_data):
     with pytest.raises(ValueError, match="unknown model 'svd'"):
-        build_model("svd", experiment("smoke"), fit_vocabulary(tiny_data))
+        build_model("svd", experiment("smoke"), tiny_data.schema, fit_vocabulary(tiny_data))
