@@ -17,7 +17,7 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 # isort: split
 import pandas as pd
 
-from jobs import batch_recommend
+from jobs import batch_recommend, publish
 from recsys_core import outputs
 from recsys_core.config import EXPERIMENTS, experiment
 from recsys_core.console import configure_logging
@@ -55,8 +55,8 @@ def _train(name: str, runs_dir: str) -> str:
 def _show(output: str, run_date: str, manifest: dict) -> None:
     print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, tables:")
     for table in outputs.TABLES:
-        print(f"  {outputs.partition(output, table, run_date)}  ({manifest['row_counts'][table]} rows)")
-    recommendations = pd.read_parquet(outputs.partition(output, outputs.RECOMMENDATIONS, run_date))
+        print(f"  {publish.partition(output, table, run_date)}  ({manifest['row_counts'][table]} rows)")
+    recommendations = pd.read_parquet(publish.partition(output, outputs.RECOMMENDATIONS, run_date))
     user = sorted(recommendations["user_id"].unique())[0]
     sample = recommendations[recommendations["user_id"] == user].sort_values("rank").head(5)
     columns = ["user_id", "rank", "item_id", "score", "retrieval_score", "ranking_score", "source"]

@@ -48,6 +48,22 @@ class RecommendOptions(PipelineOptions):
             help="weight of the items' popularity in the final order, >= 0 (default: the bundle's choice)",
         )
         parser.add_argument("--block_size", "--block-size", dest="block_size", type=int, default=1024)
+        parser.add_argument(
+            "--max_seen_per_block",
+            "--max-seen-per-block",
+            dest="max_seen_per_block",
+            type=int,
+            default=200_000,
+            help="most seen items in one block of users: heavy users make smaller blocks",
+        )
+        parser.add_argument(
+            "--max_bad_share",
+            "--max-bad-share",
+            dest="max_bad_share",
+            type=float,
+            default=0.01,
+            help="largest share of invalid rows in any input table before the run fails (default 0.01)",
+        )
         parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
 
 
@@ -67,6 +83,8 @@ class JobSettings:
     blend_weight: float
     popularity_weight: float
     block_size: int
+    max_seen_per_block: int
+    max_bad_share: float
     similar_k: int
 
     @property
@@ -87,7 +105,10 @@ def validate(options: RecommendOptions) -> JobSettings:
         datetime.date.fromisoformat(run_date)
     except ValueError:
         raise ValueError(f"--run-date {run_date!r} is not a date of the form YYYY-MM-DD") from None
-    for flag, value in (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size)):
+    if not 0.0 <= args.max_bad_share <= 1.0:
+        raise ValueError(f"--max-bad-share must be within 0..1, got {args.max_bad_share}")
+    sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
+    for flag, value in sizes + (("--max-seen-per-block", args.max_seen_per_block),):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     if args.final_k > args.top_k:
@@ -124,6 +145,8 @@ def validate(options: RecommendOptions) -> JobSettings:
         blend_weight=blend_weight,
         popularity_weight=popularity_weight,
         block_size=args.block_size,
+        max_seen_per_block=args.max_seen_per_block,
+        max_bad_share=args.max_bad_share,
         similar_k=args.similar_k,
     )
 

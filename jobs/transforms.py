@@ -1,26 +1,61 @@
-"""Labelled composite transforms of the batch job. `expand` only wires; `recsys_core.recommend` computes."""
+"""Labelled composite transforms of the batch job. `expand` only wires; `recsys_core` computes.
+
+Every data-sized step runs on the workers: read -> check rows (dead letters
+out) -> group each bucket of users with their interactions -> blocks -> score.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import zlib
+
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
 
-from jobs.inputs import read_block, read_items
+from jobs.sources import JobInputs
 from recsys_core import outputs
 from recsys_core.recommend import (
     BundleScorer,
     ItemIndex,
     RecommendSettings,
-    UserBlock,
     build_item_index,
     recommend_block,
     similar_items,
+    user_blocks,
+)
+from recsys_core.schema import ITEM_ID, USER_ID
+from recsys_core.validation import (
+    INTERACTIONS,
+    ITEMS,
+    USERS,
+    Rules,
+    check_rows,
+    group_users,
+    keep_one_per_id,
+    with_source,
 )
 
 NAMESPACE = "recsys"
+DEAD = "dead"
 _SCORERS = Shared()  # one loaded bundle per worker process, whatever the number of DoFn instances
+
+
+def _counter(name: str):
+    return Metrics.counter(NAMESPACE, name)
+
+
+def count_dead(dead: pa.Table) -> None:
+    """Counts dead letters per table (`rows_dead_<table>`) and per reason (`dead_<table>_<reason>`)."""
+    if not dead.num_rows:
+        return
+    for row in dead.group_by(["table", "reason"]).aggregate([([], "count_all")]).to_pylist():
+        _counter(f"rows_dead_{row['table']}").inc(row["count_all"])
+        _counter(f"dead_{row['table']}_{row['reason']}").inc(row["count_all"])
 
 
 class _WithBundle(beam.DoFn):
@@ -33,9 +68,179 @@ class _WithBundle(beam.DoFn):
         self.scorer = _SCORERS.acquire(lambda: BundleScorer(self._bundle), tag=self._bundle)
 
 
+class ReadTable(beam.PTransform):
+    """One input table -> `(source file, rows)` batches: Parquet read on the workers, or a local table."""
+
+    def __init__(self, inputs: JobInputs, table: str) -> None:
+        super().__init__()
+        self._inputs, self._table = inputs, table
+
+    def expand(self, pipeline):
+        if self._table in self._inputs.patterns:
+            patterns = pipeline | "Pattern" >> beam.Create([self._inputs.patterns[self._table]])
+            return patterns | "Parquet" >> ReadAllFromParquetBatched(with_filename=True)
+        return pipeline | "Local" >> beam.Create(self._inputs.chunks(self._table), reshuffle=False)
+
+
+class _CheckRowsFn(beam.DoFn):
+    def __init__(self, table: str, rules: Rules) -> None:
+        self._table, self._rules = table, rules
+
+    def setup(self) -> None:
+        self._read = _counter(f"rows_read_{self._table}")
+
+    def process(self, batch: tuple[str, pa.Table]):
+        source, rows = batch
+        valid, dead = check_rows(rows, self._table, self._rules, source)
+        self._read.inc(rows.num_rows)
+        count_dead(dead)
+        yield with_source(valid, source)
+        if dead.num_rows:
+            yield beam.pvalue.TaggedOutput(DEAD, dead)
+
+
+class CheckRows(beam.PTransform):
+    """`(source, rows)` -> valid rows with their source column (main) and dead letters (tagged `dead`)."""
+
+    def __init__(self, table: str, rules: Rules) -> None:
+        super().__init__()
+        self._table, self._rules = table, rules
+
+    def expand(self, batches):
+        return batches | "Check" >> beam.ParDo(_CheckRowsFn(self._table, self._rules)).with_outputs(DEAD, main="rows")
+
+
+def user_bucket(user_ids: pa.Array, buckets: int) -> np.ndarray:
+    """`[rows]` stable bucket of each user id (crc32), the same on every worker and every run."""
+    return np.array([zlib.crc32(u.encode()) % buckets for u in user_ids.to_pylist()], np.int64)
+
+
+def _split_by_bucket(rows: pa.Table, tag: str, buckets: int):
+    bucket = user_bucket(rows[USER_ID].combine_chunks(), buckets)
+    for key in np.unique(bucket):
+        yield int(key), (tag, rows.filter(pa.array(bucket == key)))
+
+
+class _BuildBlocksFn(beam.DoFn):
+    def __init__(self, rules: Rules, has_users: bool, block_size: int, max_seen: int) -> None:
+        self._rules, self._has_users = rules, has_users
+        self._block_size, self._max_seen = block_size, max_seen
+
+    def process(self, element, index: ItemIndex):
+        _, parts = element
+        tables = {tag: [t for kind, t in parts if kind == tag] for tag in (USERS, INTERACTIONS)}
+        users = pa.concat_tables(tables[USERS]) if tables[USERS] else None
+        if not tables[INTERACTIONS] and users is None:
+            return
+        schema = self._rules.table_schema(INTERACTIONS).append(pa.field("_source_file", pa.string()))
+        interactions = pa.concat_tables(tables[INTERACTIONS]) if tables[INTERACTIONS] else schema.empty_table()
+        if self._has_users and users is None:
+            users = self._rules.table_schema(USERS).append(pa.field("_source_file", pa.string())).empty_table()
+        users, interactions, dead = group_users(
+            users if self._has_users else None, interactions, index.items[ITEM_ID], self._rules.schema
+        )
+        count_dead(dead)
+        users = users.sort_by(USER_ID)
+        for block in user_blocks(users, interactions, index.items, self._block_size, self._max_seen):
+            yield block
+        rows = pc.index_in(interactions[ITEM_ID], value_set=index.items[ITEM_ID].combine_chunks()).to_numpy()
+        yield beam.pvalue.TaggedOutput("counts", np.unique(rows, return_counts=True))
+        if dead.num_rows:
+            yield beam.pvalue.TaggedOutput(DEAD, dead)
+
+
+class _SumCounts(beam.CombineFn):
+    """Sparse `(item rows, counts)` pairs -> {item row: total count}."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, totals: dict, counts) -> dict:
+        for row, count in zip(*counts, strict=True):
+            totals[int(row)] = totals.get(int(row), 0) + int(count)
+        return totals
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged = {}
+        for totals in accumulators:
+            self.add_input(merged, (list(totals), list(totals.values())))
+        return merged
+
+    def extract_output(self, totals: dict) -> dict:
+        return totals
+
+
+def _dense(totals: dict, index: ItemIndex) -> np.ndarray:
+    popularity = np.zeros(index.items.num_rows, np.float32)
+    popularity[list(totals)] = list(totals.values())
+    return popularity
+
+
+class Popularity(beam.PTransform):
+    """Per-bucket item counts -> `[items]` interactions per item (the fallback's order), one element."""
+
+    def __init__(self, index) -> None:
+        super().__init__()
+        self._index = index
+
+    def expand(self, counts):
+        totals = counts | "Sum" >> beam.CombineGlobally(_SumCounts())
+        return totals | "Dense" >> beam.Map(_dense, index=beam.pvalue.AsSingleton(self._index))
+
+
+class BuildUserBlocks(beam.PTransform):
+    """Checked users and interactions -> `UserBlock`s (main), item counts (`counts`) and dead letters (`dead`).
+
+    Rows are grouped by a stable hash of the user id into buckets of about one
+    block each (`GroupByKey` on the workers); each bucket drops duplicates and
+    ids unknown to the other tables (`validation.group_users`) and is cut into
+    blocks of at most `block_size` users and `max_seen` seen items.
+    """
+
+    def __init__(self, rules: Rules, has_users: bool, buckets: int, block_size: int, max_seen: int, index) -> None:
+        super().__init__()
+        self._rules, self._has_users, self._buckets = rules, has_users, buckets
+        self._block_size, self._max_seen, self._index = block_size, max_seen, index
+
+    def expand(self, tables):
+        users, interactions = tables
+        buckets = self._buckets
+        keyed = [
+            rows | f"Key{tag.title()}" >> beam.FlatMap(_split_by_bucket, tag, buckets)
+            for tag, rows in ((USERS, users), (INTERACTIONS, interactions))
+            if rows is not None
+        ]
+        grouped = keyed | "Union" >> beam.Flatten() | "GroupByBucket" >> beam.GroupByKey()
+        build = _BuildBlocksFn(self._rules, self._has_users, self._block_size, self._max_seen)
+        return grouped | "Blocks" >> beam.ParDo(build, index=beam.pvalue.AsSingleton(self._index)).with_outputs(
+            "counts", DEAD, main="blocks"
+        )
+
+
+def _one_item_per_id(tables: list[pa.Table], rules: Rules):
+    items = pa.concat_tables(tables) if tables else rules.table_schema(ITEMS).empty_table()
+    return keep_one_per_id(items, ITEM_ID, ITEMS)
+
+
 class _EmbedItemsFn(_WithBundle):
-    def process(self, items_path: str):
-        yield build_item_index(self.scorer, *read_items(items_path))
+    def process(self, deduplicated: tuple[pa.Table, pa.Table]):
+        items, dead = deduplicated
+        count_dead(dead)
+        yield build_item_index(self.scorer, items, np.zeros(items.num_rows, np.float32))
+        if dead.num_rows:
+            yield beam.pvalue.TaggedOutput(DEAD, dead)
+
+
+class EmbedItems(beam.PTransform):
+    """Checked item rows -> one `ItemIndex` (main: one row per item id, embedded) and dead letters (`dead`)."""
+
+    def __init__(self, bundle: str, rules: Rules) -> None:
+        super().__init__()
+        self._bundle, self._rules = bundle, rules
+
+    def expand(self, items):
+        catalogue = items | "All" >> beam.combiners.ToList() | "OnePerId" >> beam.Map(_one_item_per_id, self._rules)
+        return catalogue | "CandidateTower" >> beam.ParDo(_EmbedItemsFn(self._bundle)).with_outputs(DEAD, main="index")
 
 
 class _RecommendFn(_WithBundle):
@@ -47,36 +252,13 @@ class _RecommendFn(_WithBundle):
             for name in ("users_scored", "fallback_users", "items_excluded", "users_short_of_final_k")
         }
 
-    def process(self, block: UserBlock, index: ItemIndex):
+    def process(self, block, index: ItemIndex, popularity: np.ndarray):
+        index = dataclasses.replace(index, popularity=popularity.astype(np.float32))
         recommendations, embeddings, counts = recommend_block(self.scorer, block, index, self._settings)
         for name, value in counts.items():
             self._counters[name].inc(value)
         yield recommendations
         yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, embeddings)
-
-
-class ReadUserBlocks(beam.PTransform):
-    """Staged block files -> `UserBlock`s (users with their seen items), spread over workers."""
-
-    def __init__(self, paths: list[str]) -> None:
-        super().__init__()
-        self._paths = paths
-
-    def expand(self, pipeline):
-        paths = pipeline | "Paths" >> beam.Create(self._paths, reshuffle=False) | "Spread" >> beam.Reshuffle()
-        return paths | "Read" >> beam.Map(read_block)
-
-
-class EmbedItems(beam.PTransform):
-    """The staged items file -> one `ItemIndex` of all item embeddings and popularity."""
-
-    def __init__(self, bundle: str, items_path: str) -> None:
-        super().__init__()
-        self._bundle, self._items_path = bundle, items_path
-
-    def expand(self, pipeline):
-        items = pipeline | "Path" >> beam.Create([self._items_path], reshuffle=False)
-        return items | "CandidateTower" >> beam.ParDo(_EmbedItemsFn(self._bundle))
 
 
 class RecommendUsers(beam.PTransform):
@@ -86,15 +268,16 @@ class RecommendUsers(beam.PTransform):
     re-rank, popularity fallback for users the model cannot serve.
     """
 
-    def __init__(self, bundle: str, settings: RecommendSettings, index) -> None:
+    def __init__(self, bundle: str, settings: RecommendSettings, index, popularity) -> None:
         super().__init__()
-        self._bundle, self._settings, self._index = bundle, settings, index
+        self._bundle, self._settings, self._index, self._popularity = bundle, settings, index, popularity
 
     def expand(self, blocks):
         recommend = _RecommendFn(self._bundle, self._settings)
-        return blocks | "EmbedRetrieveRerank" >> beam.ParDo(
-            recommend, index=beam.pvalue.AsSingleton(self._index)
-        ).with_outputs(outputs.USER_EMBEDDINGS, main=outputs.RECOMMENDATIONS)
+        side = dict(index=beam.pvalue.AsSingleton(self._index), popularity=beam.pvalue.AsSingleton(self._popularity))
+        return blocks | "EmbedRetrieveRerank" >> beam.ParDo(recommend, **side).with_outputs(
+            outputs.USER_EMBEDDINGS, main=outputs.RECOMMENDATIONS
+        )
 
 
 class SimilarItems(beam.PTransform):

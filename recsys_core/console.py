@@ -6,9 +6,11 @@ import logging
 
 
 def configure_logging() -> None:
-    """INFO with timestamps; TensorFlow's absl chatter (a line per checkpoint written) only from WARNING.
+    """INFO with timestamps; TensorFlow's absl chatter (a line per checkpoint written) and Beam's
+    internals (type-hint conversions, shard renames, worker start-up) only from WARNING.
 
     `force`: importing Beam may already have configured the root logger.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
-    logging.getLogger("absl").setLevel(logging.WARNING)
+    for noisy in ("absl", "apache_beam"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,24 +1,22 @@
-"""The job's output tables: Arrow schemas (defined here only) and how a run's partition is published.
+"""The job's output tables: their Arrow schemas (defined here only) and the functions that build them.
 
-Each table is Hive-partitioned by run date, e.g. `recommendations/dt=2026-11-22/`.
-A run writes into `_staging/<run_id>/` (ignored by Parquet readers, whose
-defaults skip `_`-prefixed paths), then moves each finished partition into
-place, writes `_manifest.json` into it and `_SUCCESS` last.
+Each table is Hive-partitioned by run date, e.g. `recommendations/dt=2026-11-22/`;
+`jobs/publish.py` moves a run's partitions into place.
 """
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
+
+from recsys_core.validation import DEAD_LETTER_SCHEMA
 
 SCHEMA_VERSION = 2
 RECOMMENDATIONS = "recommendations"
 USER_EMBEDDINGS = "user_embeddings"
 ITEM_EMBEDDINGS = "item_embeddings"
 SIMILAR_ITEMS = "similar_items"
+DEAD_LETTER = "dead_letter"  # input rows that failed validation (`recsys_core.validation`)
 TABLES = (RECOMMENDATIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS, SIMILAR_ITEMS)
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
@@ -56,6 +54,7 @@ SCHEMAS = {
     USER_EMBEDDINGS: USER_EMBEDDINGS_SCHEMA,
     ITEM_EMBEDDINGS: ITEM_EMBEDDINGS_SCHEMA,
     SIMILAR_ITEMS: SIMILAR_ITEMS_SCHEMA,
+    DEAD_LETTER: DEAD_LETTER_SCHEMA,
 }
 
 
@@ -97,35 +96,3 @@ def similar_items_table(item_ids, ranks, similar_ids, scores, model_version: str
         ],
         schema=SIMILAR_ITEMS_SCHEMA,
     )
-
-
-def partition(root: str, table: str, run_date: str) -> str:
-    return FileSystems.join(root, table, f"dt={run_date}")
-
-
-def staging_prefix(root: str, run_id: str, table: str, run_date: str) -> str:
-    """Where the pipeline writes a table's files before they are published."""
-    return FileSystems.join(partition(FileSystems.join(root, "_staging", run_id), table, run_date), "part")
-
-
-def publish(root: str, run_id: str, run_date: str, manifest: dict) -> None:
-    """Moves the staged partitions into place (replacing an older run of the same date) and marks them done."""
-    staging = FileSystems.join(root, "_staging", run_id)
-    for table in TABLES:
-        source, target = partition(staging, table, run_date), partition(root, table, run_date)
-        if FileSystems.exists(target):
-            FileSystems.delete([target])
-        if not FileSystems.exists(FileSystems.join(root, table)):
-            FileSystems.mkdirs(FileSystems.join(root, table))
-        FileSystems.rename([source], [target])
-    for table in TABLES:
-        target = partition(root, table, run_date)
-        _write(FileSystems.join(target, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    for table in TABLES:
-        _write(FileSystems.join(partition(root, table, run_date), SUCCESS), "")
-    FileSystems.delete([staging])
-
-
-def _write(path: str, text: str) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(text.encode())

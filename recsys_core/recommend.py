@@ -111,16 +111,6 @@ class UserBlock:
     seen: list[np.ndarray]
     last_seen: np.ndarray
 
-    def to_table(self) -> pa.Table:
-        """The users table with `seen_items` list<int64> and `last_seen` columns, for staging as Parquet."""
-        seen = pa.array([s.tolist() for s in self.seen], pa.list_(pa.int64()))
-        return self.users.append_column("seen_items", seen).append_column("last_seen", pa.array(self.last_seen))
-
-    @classmethod
-    def from_table(cls, table: pa.Table) -> UserBlock:
-        seen = [np.asarray(s, np.int64) for s in table["seen_items"].to_pylist()]
-        return cls(table.drop_columns(["seen_items", "last_seen"]), seen, table["last_seen"].to_numpy())
-
 
 @dataclasses.dataclass(frozen=True)
 class RecommendSettings:
@@ -150,13 +140,27 @@ def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarr
     return ItemIndex(items, scorer.embed_items(items), popularity)
 
 
-def user_blocks(users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int) -> list[UserBlock]:
-    """Splits users into blocks, each user with their rated items (oldest first) and last rating time."""
+def user_blocks(
+    users: pa.Table, ratings: pa.Table, items: pa.Table, block_size: int, max_seen: int | None = None
+) -> list[UserBlock]:
+    """Splits users into blocks, each user with their rated items (oldest first) and last rating time.
+
+    A block holds at most `block_size` users and, with `max_seen`, at most that many
+    seen items in all (a block always takes at least one user): heavy users make
+    smaller blocks instead of larger ones.
+    """
     rated, times = group_by_user(ratings, users[USER_ID], items[ITEM_ID])
     seen = [_unique_keep_last(r) for r in rated]
     last_seen = np.array([t.max() if len(t) else -1 for t in times], dtype=np.int64)
-    spans = [slice(start, start + block_size) for start in range(0, users.num_rows, block_size)]
-    return [UserBlock(users.slice(s.start, block_size), seen[s], last_seen[s]) for s in spans]
+    blocks, start = [], 0
+    while start < users.num_rows:
+        stop = min(start + block_size, users.num_rows)
+        if max_seen is not None:
+            cumulative = np.cumsum([len(s) for s in seen[start:stop]])
+            stop = start + max(1, int(np.searchsorted(cumulative, max_seen, side="right")))
+        blocks.append(UserBlock(users.slice(start, stop - start), seen[start:stop], last_seen[start:stop]))
+        start = stop
+    return blocks
 
 
 def _unique_keep_last(items: np.ndarray) -> np.ndarray:

@@ -68,6 +68,7 @@ class Feature:
         log: numeric only: `log1p` before normalising (prices, counts).
         buckets: numeric only: also embed its training-quantile bucket (0: no).
         default: fills null or missing values; None makes the column required.
+        valid_range: numeric only: `[low, high]`; the job dead-letters rows outside it.
     """
 
     name: str
@@ -78,6 +79,7 @@ class Feature:
     log: bool = False
     buckets: int = 0
     default: object = None
+    valid_range: tuple[float, float] | None = None
 
     def arrow_type(self) -> pa.DataType:
         """The column's type in the users or items table."""
@@ -104,12 +106,14 @@ class FeatureSchema:
         name: e.g. "movielens", "shop".
         features: the declared features, in table order.
         rating: whether interactions carry an explicit rating (rating models need one).
+        rating_range: `[low, high]` of valid ratings; the job dead-letters others.
         source: the file it was read from, named in error messages.
     """
 
     name: str
     features: tuple[Feature, ...]
     rating: bool = True
+    rating_range: tuple[float, float] = (0.0, 5.0)
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -128,8 +132,8 @@ class FeatureSchema:
                     raise SchemaError(f"{where}: {field} {value!r} is not one of: {', '.join(allowed)}")
             if feature.kind == "categorical" and feature.dtype not in _CATEGORICAL_DTYPES:
                 raise SchemaError(f"{where}: categorical dtype {feature.dtype!r} is not one of: string, int64, bool")
-            if (feature.log or feature.buckets) and feature.kind != "numeric":
-                raise SchemaError(f"{where}: log and buckets apply to numeric features only")
+            if (feature.log or feature.buckets or feature.valid_range) and feature.kind != "numeric":
+                raise SchemaError(f"{where}: log, buckets and valid_range apply to numeric features only")
 
     def of(self, entity: str, consumer: str | None = None) -> tuple[Feature, ...]:
         """The features of `entity` ("user" or "item"), only those `consumer` reads if given."""
@@ -151,6 +155,7 @@ class FeatureSchema:
         return {
             "name": self.name,
             "rating": self.rating,
+            "rating_range": list(self.rating_range),
             "features": [
                 {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(f).items()}
                 for f in self.features
@@ -168,10 +173,10 @@ class FeatureSchema:
                     f"{source or data.get('name')}: feature {entry.get('name')!r} has unknown keys "
                     f"{sorted(unknown)} or no name; known keys: {', '.join(sorted(fields))}"
                 )
-            if "feeds" in entry:
-                entry = {**entry, "feeds": tuple(entry["feeds"])}
+            entry = {k: tuple(v) if k in ("feeds", "valid_range") and v is not None else v for k, v in entry.items()}
             features.append(Feature(**entry))
-        return cls(data.get("name", "custom"), tuple(features), bool(data.get("rating", True)), source)
+        rating_range = tuple(data.get("rating_range", (0.0, 5.0)))
+        return cls(data.get("name", "custom"), tuple(features), bool(data.get("rating", True)), rating_range, source)
 
 
 def load_schema(name_or_path: str) -> FeatureSchema:

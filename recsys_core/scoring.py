@@ -48,7 +48,9 @@ def top_k_unseen(
     for start in range(0, queries.shape[0], block_size):
         block = slice(start, start + block_size)
         mask = exclusion_mask(seen[block], items.shape[0])
-        scores, indices = _masked_top_k(tf.constant(queries[block], tf.float32), items_tensor, tf.constant(mask), k)
+        scores, indices = _masked_top_k(
+            tf.constant(queries[block], tf.float32), items_tensor, tf.constant(mask), tf.constant(k, tf.int32)
+        )
         all_scores.append(scores.numpy())
         all_indices.append(indices.numpy())
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)

@@ -1,6 +1,5 @@
 """The Beam job on the DirectRunner, end to end on MovieLens-100K."""
 
-import dataclasses
 import glob
 import json
 import os
@@ -90,7 +89,8 @@ def test_similar_items_exclude_the_item_itself(job):
 
 def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bundle):
     """Recomputes every list with plain TF and numpy from the bundle's signatures and the README's policy:
-    each user queried at their last rating with their last `history_length` items, top-100 unseen by dot
+    each user queried at their last rating with their last `history_length` items (same-second ratings
+    in item id order), top-100 unseen by dot
     product, then ordered by `w * z(rating) + (1 - w) * z(retrieval) + p * z(log(1 + count))` over the
     user's candidates."""
     _, manifest, recs = job
@@ -99,7 +99,7 @@ def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bun
     reranker, weight = parameters["reranker"], parameters["blend_weight"]
     length = parameters["query_policy"]["history_length"]
     users, items = ml100k.users, ml100k.items
-    ratings = ml100k.ratings.to_pandas().sort_values("timestamp", kind="stable")
+    ratings = ml100k.ratings.to_pandas().sort_values(["timestamp", "item_id"], kind="stable")
     by_user = ratings.groupby("user_id")
     user_ids = users["user_id"].to_pylist()
     last_time = by_user["timestamp"].max()[user_ids].to_numpy()
@@ -174,24 +174,41 @@ def test_other_rerankers(ml100k_bundle, tmp_path, flags, ordered_by):
     assert recs["ranking_score"].isna().all() == (flags[1] == "none")
 
 
-def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path):
+def test_composites_under_test_pipeline(ml100k_bundle, ml100k):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from jobs.inputs import stage_inputs
-    from jobs.transforms import EmbedItems, ReadUserBlocks, RecommendUsers
+    from jobs.sources import JobInputs
+    from jobs.transforms import BuildUserBlocks, CheckRows, EmbedItems, Popularity, ReadTable, RecommendUsers
+    from recsys_core.data.tables import item_counts
     from recsys_core.recommend import RecommendSettings
+    from recsys_core.validation import Rules
 
     users = ml100k.users.slice(0, 300)
     ratings = ml100k.ratings.filter(pa.compute.is_in(ml100k.ratings["user_id"], value_set=users["user_id"]))
-    subset = dataclasses.replace(ml100k, users=users, ratings=ratings)
-    items_path, block_paths = stage_inputs(subset, str(tmp_path), block_size=128)
-    assert len(block_paths) == 3
+    inputs = JobInputs({}, {"interactions": ratings, "users": users, "items": ml100k.items}, 300, {"source": "t"})
+    rules = Rules(ml100k.schema, latest_timestamp=2_000_000_000)
     settings = RecommendSettings(top_k=30, final_k=7, reranker="dlrm", timestamp=893_000_000, run_id="t")
+    expected_popularity = item_counts(ratings, ml100k.items["item_id"])
     with TestPipeline() as pipeline:
-        index = pipeline | EmbedItems(ml100k_bundle, items_path)
-        scored = pipeline | ReadUserBlocks(block_paths) | RecommendUsers(ml100k_bundle, settings, index)
+        checked = {
+            t: pipeline | f"Read{t}" >> ReadTable(inputs, t) | f"Check{t}" >> CheckRows(t, rules)
+            for t in ("interactions", "users", "items")
+        }
+        index = (checked["items"]["rows"] | EmbedItems(ml100k_bundle, rules))["index"]
+        grouped = (checked["users"]["rows"], checked["interactions"]["rows"]) | BuildUserBlocks(
+            rules, True, buckets=3, block_size=64, max_seen=10_000, index=index
+        )
+        popularity = grouped["counts"] | Popularity(index)
+        assert_that(
+            popularity | beam.Map(lambda p: bool(np.array_equal(p, expected_popularity))),
+            equal_to([True]),
+            label="PopularityIsEveryInteraction",
+        )
+        sizes = grouped["blocks"] | "BlockSizes" >> beam.Map(lambda b: b.users.num_rows <= 64)
+        assert_that(sizes | "AllSmall" >> beam.Distinct(), equal_to([True]), label="BlocksOfAtMost64")
+        scored = grouped["blocks"] | RecommendUsers(ml100k_bundle, settings, index, popularity)
         rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda t: t.to_pylist())
         per_user = rows | "ByUser" >> beam.Map(lambda r: (r["user_id"], r["rank"])) | beam.combiners.Count.PerKey()
         counts = per_user | "Counts" >> beam.Values() | "DistinctCounts" >> beam.Distinct()
@@ -199,6 +216,19 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path):
         assert_that(per_user | "Users" >> beam.Keys(), equal_to(users["user_id"].to_pylist()), label="EveryUser")
         dims = scored[outputs.USER_EMBEDDINGS] | "Dims" >> beam.Map(lambda t: len(t["embedding"][0]))
         assert_that(dims | "DistinctDims" >> beam.Distinct(), equal_to([32]), label="EmbeddingWidth")
+        dead = [checked[t]["dead"] for t in checked] + [grouped["dead"]]
+        assert_that(dead | beam.Flatten() | beam.Map(len), equal_to([]), label="NoDeadLetters")
+
+
+def test_run_accepts_a_test_pipeline(ml100k_bundle, tmp_path):
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    manifest = batch_recommend.run(
+        ["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", RUN_DATE, "--final-k", "3"],
+        pipeline=TestPipeline(),
+    )
+    assert manifest["row_counts"][outputs.RECOMMENDATIONS] == 943 * 3
+    assert manifest["input_rows"]["interactions"] == {"read": 100_000, "used": 100_000, "dead_lettered": 0}
 
 
 def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
@@ -238,7 +268,8 @@ def test_unwritable_output_is_reported(ml100k_bundle, tmp_path):
 def test_unreadable_users_table_is_reported_before_the_pipeline(ml100k_bundle, tmp_path):
     data = tmp_path / "warehouse"
     data.mkdir()
-    pq.write_table(pa.table({"user_id": ["1"], "item_id": ["1"], "rating": [4.0]}), data / "interactions.parquet")
+    interactions = pa.table({"user_id": ["1"], "item_id": ["1"], "rating": [4.0], "timestamp": [880_000_000]})
+    pq.write_table(interactions, data / "interactions.parquet")
     (data / "users.parquet").write_bytes(b"PAR1 this is not parquet")
     output = tmp_path / "out"
     with pytest.raises(DataError, match=r"cannot read Parquet table .*users\.parquet"):

@@ -55,17 +55,19 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
     assert embeddings.num_rows == 3
 
 
-def test_blocks_carry_every_rated_item_once_and_round_trip_through_parquet(ml100k):
+def test_blocks_carry_every_rated_item_once_and_heavy_users_make_smaller_blocks(ml100k):
     blocks = user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=400)
     assert [b.users.num_rows for b in blocks] == [400, 400, 143]
     assert sum(len(s) for b in blocks for s in b.seen) == 100_000
-    again = UserBlock.from_table(blocks[1].to_table())
-    assert again.users.equals(blocks[1].users)
-    assert all(np.array_equal(a, b) for a, b in zip(again.seen, blocks[1].seen, strict=True))
-    np.testing.assert_array_equal(again.last_seen, blocks[1].last_seen)
+    capped = user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=400, max_seen=5_000)
+    sizes = [sum(len(s) for s in b.seen) for b in capped]
+    assert sum(sizes) == 100_000 and sum(b.users.num_rows for b in capped) == 943
+    # Every block stays under the cap, unless one user alone exceeds it.
+    assert all(size <= 5_000 or b.users.num_rows == 1 for size, b in zip(sizes, capped, strict=True))
+    assert all(b.users.num_rows <= 400 for b in capped) and len(capped) >= 20
     # Seen items run oldest first, and the last one was rated at `last_seen`: user "1" by hand from u.data.
     ratings = ml100k.ratings.filter(pa.compute.equal(ml100k.ratings["user_id"], "1")).to_pandas()
-    ratings = ratings.sort_values("timestamp", kind="stable")
+    ratings = ratings.sort_values(["timestamp", "item_id"], kind="stable")
     items = ml100k.items["item_id"].to_pylist()
     assert [items[i] for i in blocks[0].seen[0]] == ratings["item_id"].tolist()
     assert blocks[0].last_seen[0] == ratings["timestamp"].max()

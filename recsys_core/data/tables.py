@@ -113,13 +113,16 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
 
     Returns:
         per user, item indices into `item_ids` `[n_u]` and timestamps `[n_u]`,
-        oldest first (ties in table order).
+        oldest first; ties by item id, so that the order does not depend on the
+        order rows arrive in (the job reads them from many files at once).
     """
     user_rows = _positions(ratings["user_id"], user_ids)
     item_rows = _positions(ratings[ITEM_ID], item_ids)
     keep = (user_rows >= 0) & (item_rows >= 0)
     user_rows, item_rows, times = user_rows[keep], item_rows[keep], ratings["timestamp"].to_numpy()[keep]
-    order = np.lexsort((times, user_rows))
+    id_rank = np.empty(len(item_ids), np.int64)
+    id_rank[pc.sort_indices(pa.chunked_array([item_ids]).combine_chunks()).to_numpy()] = np.arange(len(item_ids))
+    order = np.lexsort((id_rank[item_rows], times, user_rows))
     bounds = np.searchsorted(user_rows[order], np.arange(len(user_ids) + 1))
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
     return [item_rows[order[a:b]] for a, b in spans], [times[order[a:b]] for a, b in spans]
