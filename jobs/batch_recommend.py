@@ -70,6 +70,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
         run_id=settings.run_id,
         blend_weight=settings.blend_weight,
         popularity_weight=settings.popularity_weight,
+        item_shard_size=settings.item_shard_size,
     )
 
     def write(table: str, tables) -> None:
@@ -160,6 +161,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             "run_date_timestamp": settings.timestamp,
             "query_policy": settings.manifest.get("query_policy"),
             "max_bad_share": settings.max_bad_share,
+            "item_shard_size": settings.item_shard_size,
         },
         "timings_seconds": {"locate_inputs": located - started, "pipeline": finished - located},
         "counters": counters,

@@ -57,6 +57,14 @@ class RecommendOptions(PipelineOptions):
             help="most seen items in one block of users: heavy users make smaller blocks",
         )
         parser.add_argument(
+            "--item_shard_size",
+            "--item-shard-size",
+            dest="item_shard_size",
+            type=int,
+            default=None,
+            help="score the catalogue in shards of at most this many items, merging their top-K (same lists)",
+        )
+        parser.add_argument(
             "--max_bad_share",
             "--max-bad-share",
             dest="max_bad_share",
@@ -85,6 +93,7 @@ class JobSettings:
     block_size: int
     max_seen_per_block: int
     max_bad_share: float
+    item_shard_size: int | None
     similar_k: int
 
     @property
@@ -108,7 +117,8 @@ def validate(options: RecommendOptions) -> JobSettings:
     if not 0.0 <= args.max_bad_share <= 1.0:
         raise ValueError(f"--max-bad-share must be within 0..1, got {args.max_bad_share}")
     sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
-    for flag, value in sizes + (("--max-seen-per-block", args.max_seen_per_block),):
+    sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
+    for flag, value in sizes:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     if args.final_k > args.top_k:
@@ -147,6 +157,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         block_size=args.block_size,
         max_seen_per_block=args.max_seen_per_block,
         max_bad_share=args.max_bad_share,
+        item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
     )
 

@@ -122,6 +122,8 @@ class RecommendSettings:
         blend_weight: weight of the re-ranker in the final order (see `scoring.blend`);
             1 orders by predicted rating alone, 0 keeps the retrieval order.
         popularity_weight: weight of the items' training popularity in the final order.
+        item_shard_size: score the items in shards of at most this many (None: all at
+            once); the lists are the same, the score matrix `[block, shard]` smaller.
         timestamp: the run date (seconds): the query time of users without history.
         run_id: written into every row.
     """
@@ -133,6 +135,7 @@ class RecommendSettings:
     run_id: str
     blend_weight: float = 1.0
     popularity_weight: float = 0.0
+    item_shard_size: int | None = None
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
@@ -198,7 +201,9 @@ def recommend_block(
     user_ids = block.users[USER_ID].combine_chunks()
     query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
     queries = scorer.embed_users(query)
-    retrieval_scores, candidates = top_k_unseen(queries, index.embeddings, block.seen, settings.top_k)
+    retrieval_scores, candidates = top_k_unseen(
+        queries, index.embeddings, block.seen, settings.top_k, shard_size=settings.item_shard_size
+    )
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
     if fallback.any():

@@ -11,25 +11,33 @@ import tensorflow as tf
 NEG_INF = -np.inf
 
 
-def exclusion_mask(seen: list[np.ndarray], num_items: int) -> np.ndarray:
-    """`[len(seen), num_items]` bool, true where the item index is in that row's `seen`."""
-    mask = np.zeros((len(seen), num_items), dtype=bool)
-    rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
-    mask[rows, np.concatenate(seen).astype(np.int64) if seen else []] = True
-    return mask
-
-
 @tf.function(reduce_retracing=True)
-def _masked_top_k(queries: tf.Tensor, items: tf.Tensor, mask: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _top_k_excluding(
+    queries: tf.Tensor, items: tf.Tensor, seen: tf.Tensor, k: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Top-k of `queries @ items.T` with the `[pairs, 2]` (row, item) positions `seen` set to -inf.
+
+    The exclusion is a scatter into the score matrix: no `[rows, items]` mask is built.
+    """
     scores = tf.matmul(queries, items, transpose_b=True)
-    scores = tf.where(mask, tf.constant(NEG_INF, scores.dtype), scores)
-    return tf.math.top_k(scores, k=k)
+    excluded = tf.fill(tf.shape(seen)[:1], tf.constant(NEG_INF, scores.dtype))
+    return tf.math.top_k(tf.tensor_scatter_nd_update(scores, seen, excluded), k=k)
 
 
 def top_k_unseen(
-    queries: np.ndarray, items: np.ndarray, seen: list[np.ndarray], k: int, block_size: int = 1024
+    queries: np.ndarray,
+    items: np.ndarray,
+    seen: list[np.ndarray],
+    k: int,
+    block_size: int = 1024,
+    shard_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k items by dot product, skipping each query's seen items.
+
+    With `shard_size`, the items are scored a shard at a time (near-equal shards of
+    at most that many items) and the shards' top-k lists merged: the same result
+    (ties go to the lower item index either way), with a `[block, shard_size]`
+    score matrix instead of `[block, items]`.
 
     Args:
         queries: `[num_queries, dim]` float32 query embeddings.
@@ -37,25 +45,54 @@ def top_k_unseen(
         seen: per query, the item indices to exclude.
         k: how many to return; at most `num_items`.
         block_size: queries scored per matmul.
+        shard_size: items scored per matmul (None: all).
 
     Returns:
         scores `[num_queries, k]` (descending; -inf where a query has fewer than k
         unseen items) and item indices `[num_queries, k]` (-1 there).
     """
-    k = min(k, items.shape[0])
+    num_items = items.shape[0]
+    k = min(k, num_items)
+    shards = [
+        (start, tf.constant(items[start:stop], tf.float32)) for start, stop in _shard_bounds(num_items, shard_size)
+    ]
     all_scores, all_indices = [], []
-    items_tensor = tf.constant(items, tf.float32)
     for start in range(0, queries.shape[0], block_size):
-        block = slice(start, start + block_size)
-        mask = exclusion_mask(seen[block], items.shape[0])
-        scores, indices = _masked_top_k(
-            tf.constant(queries[block], tf.float32), items_tensor, tf.constant(mask), tf.constant(k, tf.int32)
-        )
-        all_scores.append(scores.numpy())
-        all_indices.append(indices.numpy())
+        block_queries = tf.constant(queries[start : start + block_size], tf.float32)
+        rows = np.repeat(np.arange(block_queries.shape[0]), [len(s) for s in seen[start : start + block_size]])
+        columns = np.concatenate([np.asarray(s, np.int64) for s in seen[start : start + block_size]] or [[]])
+        partial_scores, partial_indices = [], []
+        for offset, shard in shards:
+            inside = (columns >= offset) & (columns < offset + shard.shape[0])
+            pairs = tf.constant(np.stack([rows[inside], columns[inside] - offset], axis=1).astype(np.int64))
+            shard_k = tf.constant(min(k, shard.shape[0]), tf.int32)
+            scores, indices = _top_k_excluding(block_queries, shard, tf.reshape(pairs, [-1, 2]), shard_k)
+            partial_scores.append(scores.numpy())
+            partial_indices.append(indices.numpy() + offset)
+        scores, indices = _merge(np.concatenate(partial_scores, axis=1), np.concatenate(partial_indices, axis=1), k)
+        all_scores.append(scores)
+        all_indices.append(indices)
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)
     indices = np.concatenate(all_indices) if all_indices else np.zeros((0, k), np.int64)
     return scores, np.where(np.isneginf(scores), -1, indices).astype(np.int64)
+
+
+_MIN_SHARD = 16  # TF multiplies by a one-item shard on another path, whose rounding differs
+
+
+def _shard_bounds(num_items: int, shard_size: int | None) -> list[tuple[int, int]]:
+    """Near-equal `(start, stop)` item ranges of at most `shard_size` (and at least `_MIN_SHARD`) items."""
+    count = 1 if not shard_size else max(1, min(-(-num_items // shard_size), num_items // _MIN_SHARD))
+    edges = np.linspace(0, num_items, count + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def _merge(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best of the shards' lists `[rows, shards * k]`, best first, ties to the lower item index."""
+    if scores.shape[1] == k:
+        return scores, indices
+    order = np.lexsort((indices, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 
 
 def top_k_popular_unseen(popularity: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

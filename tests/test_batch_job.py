@@ -147,15 +147,27 @@ def _tensors(arrays):
     return {name: tf.constant(values) for name, values in arrays.items()}
 
 
-def test_multi_process_direct_runner_gives_the_same_tables(job, ml100k_bundle, tmp_path):
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--item-shard-size", "300"],
+        ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+        ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing", "--item-shard-size", "500"],
+    ],
+    ids=["sharded", "two-workers", "two-workers-sharded"],
+)
+def test_sharded_and_multi_process_runs_give_the_same_tables(job, ml100k_bundle, tmp_path, flags):
     _, _, recs = job
-    workers = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
-    _run(ml100k_bundle, tmp_path, "--reranker", "ranking", *workers)
+    manifest = _run(ml100k_bundle, tmp_path, "--reranker", "ranking", "--block-size", "200", *flags)
     again = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(
-        again[["user_id", "rank", "item_id", "source"]], recs[["user_id", "rank", "item_id", "source"]]
-    )
+    columns = ["user_id", "rank", "item_id", "source", "retrieval_score"]
+    pd.testing.assert_frame_equal(again[columns], recs[columns])
     np.testing.assert_allclose(again["ranking_score"], recs["ranking_score"], rtol=1e-5)
+    assert manifest["row_counts"] == _manifest_counts(job)
+
+
+def _manifest_counts(job):
+    return job[1]["row_counts"]
 
 
 @pytest.mark.parametrize(

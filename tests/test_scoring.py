@@ -56,3 +56,20 @@ def test_popularity_prior_adds_its_own_z_score():
     z = np.sqrt(1.5)
     np.testing.assert_allclose(blend(nothing, retrieval, valid, 0.0, popularity, 0.5)[0], [0.5 * z, 0.0, -0.5 * z])
     np.testing.assert_allclose(blend(nothing, retrieval, valid, 0.0, popularity, 2.0)[0], [-z, 0.0, z])
+
+
+def test_sharded_top_k_equals_unsharded_even_with_ties():
+    rng = np.random.default_rng(5)
+    queries = rng.normal(size=(37, 8)).astype(np.float32)
+    items = np.round(rng.normal(size=(101, 8)), 1).astype(np.float32)
+    items[50:60] = items[3]  # identical items: equal scores, across shards
+    seen = [rng.choice(101, rng.integers(0, 95), replace=False) for _ in range(37)]
+    expected = top_k_unseen(queries, items, seen, k=20, block_size=16)
+    for shard_size in (1, 17, 33, 100, 500):
+        scores, indices = top_k_unseen(queries, items, seen, k=20, block_size=16, shard_size=shard_size)
+        np.testing.assert_array_equal(indices, expected[1])
+        np.testing.assert_array_equal(scores, expected[0])
+    # Ties go to the lower item index, and seen items never appear.
+    for row in range(37):
+        valid = expected[1][row][expected[1][row] >= 0]
+        assert not set(valid) & set(seen[row].tolist())
