@@ -28,6 +28,9 @@ setup(
     ],
     extras_require={
         "scann": ["scann[tf]==1.4.2"],
-        "dev": ["pytest>=8", "ruff>=0.6"],
+        # Beam's GCP file systems and the Dataflow runner: gs:// paths and --runner DataflowRunner.
+        "gcp": ["apache-beam[gcp]==2.77.0"],
+        # The tests build a Dataflow job description offline, so they need the gcp extra too.
+        "dev": ["pytest>=8", "ruff>=0.6", "apache-beam[gcp]==2.77.0"],
     },
 )

@@ -23,7 +23,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import StandardOptions
+from apache_beam.options.pipeline_options import StandardOptions, TestOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from jobs import publish
@@ -97,7 +97,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
     write(outputs.USER_EMBEDDINGS, scored[outputs.USER_EMBEDDINGS])
     write(outputs.ITEM_EMBEDDINGS, index | "ItemEmbeddings" >> ItemEmbeddings(version))
-    write(outputs.SIMILAR_ITEMS, index | "SimilarItems" >> SimilarItems(settings.similar_k, version))
+    similar = SimilarItems(settings.similar_k, version, settings.item_shard_size)
+    write(outputs.SIMILAR_ITEMS, index | "SimilarItems" >> similar)
     dead = [checked[t][DEAD] for t in checked] + [embedded[DEAD], grouped[DEAD]]
     write(outputs.DEAD_LETTER, dead | "DeadLetters" >> beam.Flatten())
 
@@ -133,6 +134,8 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         pipeline = pipeline or beam.Pipeline(runner=_local_runner(options), options=options)
         build_pipeline(pipeline, settings, inputs)
         result = pipeline.run()
+        if options.view_as(TestOptions).dry_run:  # a Dataflow job description, built and not submitted
+            return {"dry_run": True, "runner": type(pipeline.runner).__name__, "job": str(result.job.proto)}
         result.wait_until_finish()
         counters = _counters(result)
         input_rows = _input_rows(counters, settings.max_bad_share)

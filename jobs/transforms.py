@@ -281,14 +281,26 @@ class RecommendUsers(beam.PTransform):
 
 
 class SimilarItems(beam.PTransform):
-    """`ItemIndex` -> item-to-item neighbours table."""
+    """`ItemIndex` -> item-to-item neighbours tables, one per range of `chunk` items, spread over the workers."""
 
-    def __init__(self, k: int, model_version: str) -> None:
+    def __init__(self, k: int, model_version: str, shard_size: int | None = None, chunk: int = 4096) -> None:
         super().__init__()
-        self._k, self._version = k, model_version
+        self._k, self._version, self._shard_size, self._chunk = k, model_version, shard_size, chunk
 
     def expand(self, index):
-        return index | "Neighbours" >> beam.Map(similar_items, self._k, self._version)
+        chunk = self._chunk
+        ranges = (
+            index
+            | "Ranges"
+            >> beam.FlatMap(
+                lambda i: [(s, min(s + chunk, i.items.num_rows)) for s in range(0, i.items.num_rows, chunk)]
+            )
+            | "Spread" >> beam.Reshuffle()
+        )
+        return ranges | "Neighbours" >> beam.Map(
+            lambda bounds, i: similar_items(i, self._k, self._version, range(*bounds), self._shard_size),
+            i=beam.pvalue.AsSingleton(index),
+        )
 
 
 class ItemEmbeddings(beam.PTransform):

@@ -248,15 +248,22 @@ def recommend_block(
     return recommendations, embeddings, counts
 
 
-def similar_items(index: ItemIndex, k: int, model_version: str) -> pa.Table:
-    """Each item's `k` nearest items by cosine similarity of candidate-tower embeddings (itself excluded)."""
+def similar_items(
+    index: ItemIndex, k: int, model_version: str, items: range | None = None, shard_size: int | None = None
+) -> pa.Table:
+    """The `k` nearest items of each item in `items` (default all) by cosine of candidate-tower embeddings.
+
+    An item is never its own neighbour; `shard_size` bounds the score matrix as in `top_k_unseen`.
+    """
+    items = items if items is not None else range(len(index.embeddings))
     norms = np.linalg.norm(index.embeddings, axis=1, keepdims=True)
     unit = index.embeddings / np.maximum(norms, 1e-12)
-    scores, neighbours = top_k_unseen(unit, unit, [np.array([i]) for i in range(len(unit))], k)
+    queries = unit[items.start : items.stop]
+    scores, neighbours = top_k_unseen(queries, unit, [np.array([i]) for i in items], k, shard_size=shard_size)
     rows, ranks = np.nonzero(neighbours >= 0)
     ids = index.items[ITEM_ID].combine_chunks()
     return outputs.similar_items_table(
-        ids.take(pa.array(rows)),
+        ids.take(pa.array(rows + items.start)),
         ranks + 1,
         ids.take(pa.array(neighbours[rows, ranks])),
         scores[rows, ranks],

@@ -70,6 +70,6 @@ def test_the_job_scores_the_shop_and_refuses_tables_that_do_not_match(shop_bundl
     shutil.copytree(root, broken)
     pq.write_table(data.items.drop_columns(["brand"]), broken / "items.parquet")
     args = ["--bundle", shop_bundle, "--output", str(tmp_path / "out"), "--run-date", RUN_DATE]
-    with pytest.raises(ValueError, match=r"items table has no column 'brand'.*feature_schema\.json"):
+    with pytest.raises(ValueError, match=r"items file .*items\.parquet has no column 'brand'.*feature_schema\.json"):
         batch_recommend.run(args + ["--data-path", str(broken)])
     assert not (tmp_path / "out" / outputs.RECOMMENDATIONS).exists()

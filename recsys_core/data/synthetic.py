@@ -10,6 +10,7 @@ in the lineage and is never used in place of a real source.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -51,8 +52,9 @@ def choose_items(
     num_items = len(log_popularity)
     counts = np.clip(rng.poisson(per_user, num_users), 5, num_items - 1)
     users_of, items_of, picked = [], [], []
-    for start in range(0, num_users, 1024):
-        rows = slice(start, min(start + 1024, num_users))
+    step = max(1, min(1024, 2**24 // num_items))  # a `[step, items]` score block stays near 64 MiB
+    for start in range(0, num_users, step):
+        rows = slice(start, min(start + step, num_users))
         scores = affinity(rows)
         exponential = rng.standard_exponential(size=scores.shape, dtype=np.float32)
         gumbel = -np.log(np.maximum(exponential, np.finfo(np.float32).tiny))
@@ -79,59 +81,9 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         seed: makes the result reproducible.
     """
     check_sizes(num_users, num_items, interactions_per_user)
-    rng = np.random.default_rng(seed)
-    gender = rng.random(num_users) < 0.7
-    age = rng.integers(AGE_BUCKETS[1] - 5, 70, num_users).astype(np.float32)
-    bucket = bucketize_age(age)
-    occupation = rng.integers(0, len(OCCUPATIONS), num_users)
-    gender_effect, age_effect = rng.normal(0, 1, (2, _FACTORS))
-    user_factors = (
-        rng.normal(0, 0.7, (num_users, _FACTORS))
-        + np.where(gender, 1.0, -1.0)[:, None] * gender_effect * 0.5
-        + ((age - 40) / 20)[:, None] * age_effect * 0.5
-    ).astype(np.float32)
-
-    genre_factors = rng.normal(0, 1, (_NUM_GENRES, _FACTORS))
-    num_genres = rng.integers(1, 4, num_items)
-    genres = [np.sort(rng.choice(_NUM_GENRES, n, replace=False)) for n in num_genres]
-    item_factors = np.stack([genre_factors[g].mean(0) for g in genres]) + rng.normal(0, 0.5, (num_items, _FACTORS))
-    item_factors = item_factors.astype(np.float32) / np.sqrt(_FACTORS)
-    log_popularity = -1.1 * np.log1p(rng.permutation(num_items)).astype(np.float32)
-
-    users_of, items_of, affinity = choose_items(
-        rng, lambda rows: user_factors[rows] @ item_factors.T, log_popularity, num_users, interactions_per_user
-    )
-    noise = rng.normal(0, 0.6, len(affinity))
-    rating = np.clip(np.round(3.4 + 1.5 * np.tanh(affinity) + noise), 1, 5).astype(np.float32)
-    timestamp = _START_TIME + rng.integers(0, 365 * 86_400, len(affinity))
-
-    user_ids = np.array([f"u{u}" for u in range(num_users)], dtype=object)
-    item_ids = np.array([f"i{i}" for i in range(num_items)], dtype=object)
-    ratings = pa.table(
-        [pa.array(user_ids[users_of]), pa.array(item_ids[items_of]), pa.array(rating), pa.array(timestamp)],
-        schema=RATINGS_SCHEMA,
-    )
-    schema = movielens_schema()
-    users = pa.table(
-        [
-            pa.array(user_ids),
-            pa.array(gender),
-            pa.array(age),
-            pa.array(bucket, type=pa.int64()),
-            pa.array(occupation, type=pa.int64()),
-            pa.array([OCCUPATIONS[o] for o in occupation]),
-            pa.array([f"{z:05d}" for z in rng.integers(0, 1000, num_users) * 97]),
-        ],
-        schema=schema.table_schema("user"),
-    )
-    items = pa.table(
-        [
-            pa.array(item_ids),
-            pa.array([f"Item {i} genre{' genre'.join(map(str, g))}" for i, g in enumerate(genres)]),
-            pa.array([[GENRES[g] for g in row] for row in genres], type=pa.list_(pa.string())),
-        ],
-        schema=schema.table_schema("item"),
-    )
+    items, item_factors, log_popularity = _catalogue(num_items, seed)
+    rng = np.random.default_rng([seed, 1])
+    users, ratings = _people(0, num_users, item_factors, log_popularity, interactions_per_user, rng)
     lineage = {
         "source": "synthetic",
         "num_users": num_users,
@@ -140,4 +92,100 @@ def synthetic_interactions(num_users: int, num_items: int, interactions_per_user
         "seed": seed,
         "num_ratings": ratings.num_rows,
     }
-    return InteractionData(ratings=ratings, users=users, items=items, schema=schema, lineage=lineage)
+    return InteractionData(ratings=ratings, users=users, items=items, schema=movielens_schema(), lineage=lineage)
+
+
+def write_synthetic_parquet(
+    root: str, num_users: int, num_items: int, interactions_per_user: int, seed: int, chunk_users: int = 50_000
+) -> dict:
+    """Writes `items.parquet`, `users/` and `interactions/` of any size, `chunk_users` users at a time.
+
+    Memory stays that of one chunk (and the item factors), so a million users are
+    generated on a small machine. Each chunk has its own seeded stream: the same
+    arguments write the same files. Returns row counts.
+    """
+    import pyarrow.parquet as pq
+
+    check_sizes(num_users, num_items, interactions_per_user)
+    items, item_factors, log_popularity = _catalogue(num_items, seed)
+    os.makedirs(os.path.join(root, "users"), exist_ok=True)
+    os.makedirs(os.path.join(root, "interactions"), exist_ok=True)
+    pq.write_table(items, os.path.join(root, "items.parquet"))
+    interactions = 0
+    for chunk, first in enumerate(range(0, num_users, chunk_users)):
+        rng = np.random.default_rng([seed, 1, chunk])
+        count = min(chunk_users, num_users - first)
+        users, ratings = _people(first, count, item_factors, log_popularity, interactions_per_user, rng)
+        pq.write_table(users, os.path.join(root, "users", f"part-{chunk:05d}.parquet"))
+        pq.write_table(ratings, os.path.join(root, "interactions", f"part-{chunk:05d}.parquet"))
+        interactions += ratings.num_rows
+    return {"users": num_users, "items": num_items, "interactions": interactions}
+
+
+def _catalogue(num_items: int, seed: int) -> tuple[pa.Table, np.ndarray, np.ndarray]:
+    """Items with genres and titles, their `[items, factors]` latent factors and `[items]` log popularity."""
+    rng = np.random.default_rng([seed, 0])
+    genre_factors = rng.normal(0, 1, (_NUM_GENRES, _FACTORS))
+    num_genres = rng.integers(1, 4, num_items)
+    genres = [np.sort(rng.choice(_NUM_GENRES, n, replace=False)) for n in num_genres]
+    item_factors = np.stack([genre_factors[g].mean(0) for g in genres]) + rng.normal(0, 0.5, (num_items, _FACTORS))
+    item_factors = item_factors.astype(np.float32) / np.sqrt(_FACTORS)
+    log_popularity = -1.1 * np.log1p(rng.permutation(num_items)).astype(np.float32)
+    items = pa.table(
+        [
+            pa.array([f"i{i}" for i in range(num_items)]),
+            pa.array([f"Item {i} genre{' genre'.join(map(str, g))}" for i, g in enumerate(genres)]),
+            pa.array([[GENRES[g] for g in row] for row in genres], type=pa.list_(pa.string())),
+        ],
+        schema=movielens_schema().table_schema("item"),
+    )
+    return items, item_factors, log_popularity
+
+
+def _people(
+    first: int,
+    num_users: int,
+    item_factors: np.ndarray,
+    log_popularity: np.ndarray,
+    interactions_per_user: int,
+    rng: np.random.Generator,
+) -> tuple[pa.Table, pa.Table]:
+    """Users `first .. first + num_users - 1` (demographics shift their taste) and their ratings."""
+    gender = rng.random(num_users) < 0.7
+    age = rng.integers(AGE_BUCKETS[1] - 5, 70, num_users).astype(np.float32)
+    occupation = rng.integers(0, len(OCCUPATIONS), num_users)
+    gender_effect, age_effect = np.random.default_rng(0).normal(0, 1, (2, _FACTORS))  # shared by every chunk
+    user_factors = (
+        rng.normal(0, 0.7, (num_users, _FACTORS))
+        + np.where(gender, 1.0, -1.0)[:, None] * gender_effect * 0.5
+        + ((age - 40) / 20)[:, None] * age_effect * 0.5
+    ).astype(np.float32)
+    users_of, items_of, affinity = choose_items(
+        rng, lambda rows: user_factors[rows] @ item_factors.T, log_popularity, num_users, interactions_per_user
+    )
+    noise = rng.normal(0, 0.6, len(affinity))
+    rating = np.clip(np.round(3.4 + 1.5 * np.tanh(affinity) + noise), 1, 5).astype(np.float32)
+    timestamp = _START_TIME + rng.integers(0, 365 * 86_400, len(affinity))
+    user_ids = np.array([f"u{u}" for u in range(first, first + num_users)], dtype=object)
+    ratings = pa.table(
+        [
+            pa.array(user_ids[users_of]),
+            pa.array([f"i{i}" for i in items_of]),
+            pa.array(rating),
+            pa.array(timestamp),
+        ],
+        schema=RATINGS_SCHEMA,
+    )
+    users = pa.table(
+        [
+            pa.array(user_ids),
+            pa.array(gender),
+            pa.array(age),
+            pa.array(bucketize_age(age), type=pa.int64()),
+            pa.array(occupation, type=pa.int64()),
+            pa.array([OCCUPATIONS[o] for o in occupation]),
+            pa.array([f"{z:05d}" for z in rng.integers(0, 1000, num_users) * 97]),
+        ],
+        schema=movielens_schema().table_schema("user"),
+    )
+    return users, ratings

@@ -178,3 +178,16 @@ def test_tfds_source_reads_mocked_movielens():
 def test_tfds_source_rejects_non_rating_configs():
     with pytest.raises(DataError, match="not a MovieLens ratings config"):
         load_data(DataConfig(source="tfds", tfds_name="mnist"))
+
+
+def test_synthetic_tables_of_any_size_are_written_in_chunks(tmp_path):
+    from recsys_core.data.synthetic import write_synthetic_parquet
+
+    counts = write_synthetic_parquet(str(tmp_path / "a"), 250, 120, 10, seed=3, chunk_users=100)
+    assert sorted(p.name for p in (tmp_path / "a" / "users").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+    data = read_parquet_tables(str(tmp_path / "a"), movielens_schema())
+    assert (data.users.num_rows, data.items.num_rows, data.ratings.num_rows) == (250, 120, counts["interactions"])
+    assert data.users["user_id"].to_pylist() == [f"u{u}" for u in range(250)]
+    write_synthetic_parquet(str(tmp_path / "b"), 250, 120, 10, seed=3, chunk_users=100)
+    again = read_parquet_tables(str(tmp_path / "b"), movielens_schema())
+    assert again.ratings.equals(data.ratings) and again.items.equals(data.items)
