@@ -54,7 +54,7 @@ def _train(name: str, runs_dir: str) -> str:
 
 def _show(output: str, run_date: str, manifest: dict) -> None:
     print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, tables:")
-    for table in outputs.TABLES:
+    for table in manifest["row_counts"]:
         print(f"  {publish.partition(output, table, run_date)}  ({manifest['row_counts'][table]} rows)")
     recommendations = pd.read_parquet(publish.partition(output, outputs.RECOMMENDATIONS, run_date))
     user = sorted(recommendations["user_id"].unique())[0]
