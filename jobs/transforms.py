@@ -32,6 +32,7 @@ from recsys_core.schema import ITEM_ID, USER_ID
 from recsys_core.validation import (
     INTERACTIONS,
     ITEMS,
+    SOURCE,
     USERS,
     Rules,
     check_rows,
@@ -126,19 +127,22 @@ class _BuildBlocksFn(beam.DoFn):
         self._rules, self._has_users = rules, has_users
         self._block_size, self._max_seen = block_size, max_seen
 
+    def _rows(self, parts: list[tuple[str, pa.Table]], table: str) -> pa.Table:
+        """This bucket's rows of `table`, with their source column (none: an empty table)."""
+        tables = [rows for kind, rows in parts if kind == table]
+        return (
+            pa.concat_tables(tables)
+            if tables
+            else self._rules.table_schema(table).append(pa.field(SOURCE, pa.string())).empty_table()
+        )
+
     def process(self, element, index: ItemIndex):
         _, parts = element
-        tables = {tag: [t for kind, t in parts if kind == tag] for tag in (USERS, INTERACTIONS)}
-        users = pa.concat_tables(tables[USERS]) if tables[USERS] else None
-        if not tables[INTERACTIONS] and users is None:
+        interactions = self._rows(parts, INTERACTIONS)
+        users = self._rows(parts, USERS) if self._has_users else None
+        if not interactions.num_rows and (users is None or not users.num_rows):
             return
-        schema = self._rules.table_schema(INTERACTIONS).append(pa.field("_source_file", pa.string()))
-        interactions = pa.concat_tables(tables[INTERACTIONS]) if tables[INTERACTIONS] else schema.empty_table()
-        if self._has_users and users is None:
-            users = self._rules.table_schema(USERS).append(pa.field("_source_file", pa.string())).empty_table()
-        users, interactions, dead = group_users(
-            users if self._has_users else None, interactions, index.items[ITEM_ID], self._rules.schema
-        )
+        users, interactions, dead = group_users(users, interactions, index.items[ITEM_ID], self._rules.schema)
         count_dead(dead)
         users = users.sort_by(USER_ID)
         for block in user_blocks(users, interactions, index.items, self._block_size, self._max_seen):
@@ -252,8 +256,18 @@ class _RecommendFn(_WithBundle):
             for name in ("users_scored", "fallback_users", "items_excluded", "users_short_of_final_k")
         }
 
+    def setup(self) -> None:
+        super().setup()
+        self._with_popularity = None  # (index, popularity, the index carrying that popularity)
+
     def process(self, block, index: ItemIndex, popularity: np.ndarray):
-        index = dataclasses.replace(index, popularity=popularity.astype(np.float32))
+        # Side inputs are the same objects for every block on a worker: build the index once, not per block
+        # (a new ItemIndex would also recompute its cached item-id bytes).
+        cached = self._with_popularity
+        if cached is None or cached[0] is not index or cached[1] is not popularity:
+            cached = (index, popularity, dataclasses.replace(index, popularity=popularity.astype(np.float32)))
+            self._with_popularity = cached
+        index = cached[2]
         recommendations, embeddings, counts = recommend_block(self.scorer, block, index, self._settings)
         for name, value in counts.items():
             self._counters[name].inc(value)

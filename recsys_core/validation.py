@@ -61,11 +61,15 @@ class Rules:
         return self.schema.table_schema("user" if table == USERS else "item")
 
 
-def dead_letters(table: str, reason: str, column: str, values, source: str) -> pa.Table:
-    """Dead-letter rows for the offending `values` (any Arrow array; shown as text)."""
+def dead_letters(table: str, reason: str, column: str, values, sources) -> pa.Table:
+    """Dead-letter rows for the offending `values` (any Arrow array; shown as text).
+
+    `sources` is one file name for all of them, or one per value.
+    """
     shown = [_show(v) for v in pa.array(values).to_pylist()] if len(values) else []
     n = len(shown)
-    return pa.table([[table] * n, [reason] * n, [column] * n, shown, [source] * n], schema=DEAD_LETTER_SCHEMA)
+    sources = [sources] * n if isinstance(sources, str) else sources
+    return pa.table([[table] * n, [reason] * n, [column] * n, shown, sources], schema=DEAD_LETTER_SCHEMA)
 
 
 def _show(value) -> str:
@@ -124,8 +128,7 @@ def _column(rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: s
             )
         return pa.nulls(rows.num_rows, field.type), default
     column = rows[field.name].combine_chunks() if isinstance(rows[field.name], pa.ChunkedArray) else rows[field.name]
-    if pa.types.is_timestamp(column.type):  # Arrow timestamps become int seconds
-        column = pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
+    column = timestamps_as_seconds(column)
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         column = pa.array([_decoded(v) for v in column.to_pylist()], pa.string())
     try:
@@ -135,6 +138,13 @@ def _column(rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: s
             f"{table}.{field.name} in {source} is {column.type}, which cannot be read as the {field.type} that "
             f"{rules.schema.describe()} declares: {error}"
         ) from error
+
+
+def timestamps_as_seconds(column: pa.Array) -> pa.Array:
+    """An Arrow timestamp column as int64 seconds (how the tables store times); other columns as they are."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
+    return column
 
 
 def _decoded(value: bytes | None) -> str | None:
@@ -204,11 +214,7 @@ def keep_one_per_id(rows: pa.Table, key: str, table: str) -> tuple[pa.Table, pa.
 def _dead_rows(rows: pa.Table, mask: np.ndarray, table: str, reason: str, column: str) -> pa.Table:
     """Dead letters for the rows of `rows` (with `SOURCE`) where `mask` is true, showing `column`."""
     picked = rows.filter(pa.array(mask))
-    n = picked.num_rows
-    shown = [_show(v) for v in picked[column].to_pylist()]
-    return pa.table(
-        [[table] * n, [reason] * n, [column] * n, shown, picked[SOURCE].combine_chunks()], schema=DEAD_LETTER_SCHEMA
-    )
+    return dead_letters(table, reason, column, picked[column].combine_chunks(), picked[SOURCE].combine_chunks())
 
 
 def group_users(

@@ -58,7 +58,7 @@ def test_retrieve_signature_is_brute_force_top_k(saved):
     np.testing.assert_array_equal(result["item_ids"].numpy()[:, 0], best)
 
 
-def test_manifest_describes_signatures_and_versions(saved):
+def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
     _, manifest, *_ = saved
     assert manifest["format_version"] == export.FORMAT_VERSION
     assert set(manifest["signatures"]) == {
@@ -74,8 +74,12 @@ def test_manifest_describes_signatures_and_versions(saved):
     assert ranking["movie_genres"] == {"dtype": "string", "shape": [None, None]}
     # Each signature takes what its model reads: the schema feeds titles to the towers and the ranker only.
     assert "movie_title" in ranking and "movie_title" not in dlrm and "user_history" not in dlrm
-    assert export.bundle_schema(manifest) == export.bundle_schema({**manifest, "path": manifest["path"]})
-    assert export.bundle_schema(manifest).get("user_zip_code").kind == "categorical"
+    # The bundle carries the schema its models were built from, in the manifest and in its own file.
+    schema = export.bundle_schema(manifest)
+    assert schema.to_dict() == tiny_trained[2].schema.to_dict()
+    assert schema.source.endswith(export.FEATURE_SCHEMA)
+    with open(schema.source) as handle:
+        assert json.load(handle) == schema.to_dict()
     assert manifest["library_versions"]["tensorflow"].startswith("2.20")
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData
 from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature, FeatureSchema
+from recsys_core.validation import timestamps_as_seconds
 
 
 def read_parquet_tables(root: str, schema: FeatureSchema) -> InteractionData:
@@ -113,8 +114,7 @@ def _column(table: pa.Table, label: str, feature: Feature | _Key, schema: Featur
             )
         return pa.array([feature.default] * table.num_rows, type=kind)
     column = table[feature.name].combine_chunks()
-    if pa.types.is_timestamp(column.type):  # Arrow timestamps become int seconds
-        column = pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
+    column = timestamps_as_seconds(column)
     try:
         column = column.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
