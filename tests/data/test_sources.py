@@ -191,3 +191,33 @@ def test_synthetic_tables_of_any_size_are_written_in_chunks(tmp_path):
     write_synthetic_parquet(str(tmp_path / "b"), 250, 120, 10, seed=3, chunk_users=100)
     again = read_parquet_tables(str(tmp_path / "b"), movielens_schema())
     assert again.ratings.equals(data.ratings) and again.items.equals(data.items)
+
+
+def test_candidate_sampling_draws_from_the_same_distribution_as_the_exact_generator(tmp_path):
+    """The fast path for large catalogues (popularity draws, then a Gumbel top-n of taste) matches the exact one."""
+    from recsys_core.data.synthetic import write_synthetic_parquet
+
+    tables = {}
+    for name, candidates in (("exact", 0), ("sampled", 100)):
+        write_synthetic_parquet(str(tmp_path / name), 3000, 400, 10, seed=5, candidates=candidates)
+        tables[name] = read_parquet_tables(str(tmp_path / name), movielens_schema()).examples.to_pandas()
+    exact, sampled = tables["exact"], tables["sampled"]
+    assert not sampled.duplicated(["user_id", "item_id"]).any()
+    assert (sampled.groupby("user_id").size() >= 5).all()
+    per_item = {
+        name: t.groupby("item_id").size().reindex([f"i{i}" for i in range(400)]).fillna(0) for name, t in tables.items()
+    }
+    assert np.corrcoef(per_item["exact"], per_item["sampled"])[0, 1] > 0.97  # the same popularity
+    # The same taste: per (gender, item) shares agree between the two generators.
+    shares = {
+        name: t.groupby(["user_gender", "item_id"])
+        .size()
+        .unstack(0)
+        .fillna(0)
+        .reindex([f"i{i}" for i in range(400)])
+        .fillna(0)
+        for name, t in tables.items()
+    }
+    lift = {name: (s[True] / s[True].sum()) - (s[False] / s[False].sum()) for name, s in shares.items()}
+    assert np.corrcoef(lift["exact"], lift["sampled"])[0, 1] > 0.5
+    assert abs(exact["rating"].mean() - sampled["rating"].mean()) < 0.1
