@@ -23,11 +23,11 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import StandardOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from jobs import publish
-from jobs.options import JobSettings, RecommendOptions, validate
+from jobs.options import JobSettings, RecommendOptions, runs_locally, validate
 from jobs.sources import JobInputs, locate_inputs
 from jobs.transforms import (
     DEAD,
@@ -89,10 +89,11 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     index = embedded["index"]
     buckets = max(1, -(-inputs.estimated_users // settings.block_size))
     users = checked[USERS]["rows"] if USERS in checked else None
+    spill = publish.shuffle_directory(settings.output, settings.run_id) if settings.shuffle == "files" else None
     grouped = (users, checked[INTERACTIONS]["rows"]) | "GroupUsers" >> BuildUserBlocks(
-        rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index
+        rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index, spill
     )
-    popularity = grouped["counts"] | "Popularity" >> Popularity(index)
+    popularity = checked[INTERACTIONS]["rows"] | "Popularity" >> Popularity(index)
     scored = grouped["blocks"] | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index, popularity)
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
     write(outputs.USER_EMBEDDINGS, scored[outputs.USER_EMBEDDINGS])
@@ -165,6 +166,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             "query_policy": settings.manifest.get("query_policy"),
             "max_bad_share": settings.max_bad_share,
             "item_shard_size": settings.item_shard_size,
+            "shuffle": settings.shuffle,
         },
         "timings_seconds": {"locate_inputs": located - started, "pipeline": finished - located},
         "counters": counters,
@@ -189,7 +191,7 @@ def _local_runner(options: RecommendOptions):
     Beam's DirectRunner first tries to download the Prism runner, which fails
     offline with a page of log lines before falling back to this same engine.
     """
-    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+    if runs_locally(options):
         return FnApiRunner()
     return None
 

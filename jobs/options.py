@@ -7,11 +7,13 @@ import datetime
 import os
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.export import BundleError, read_manifest
 from recsys_core.registry import RATING_MODELS
+
+SHUFFLES = ("auto", "files", "beam")
 
 
 class RecommendOptions(PipelineOptions):
@@ -73,6 +75,14 @@ class RecommendOptions(PipelineOptions):
             help="largest share of invalid rows in any input table before the run fails (default 0.01)",
         )
         parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
+        parser.add_argument(
+            "--shuffle",
+            choices=SHUFFLES,
+            default="auto",
+            help="how rows reach their user's bucket: files (Arrow files under the output's _staging, keeps "
+            "the DirectRunner's memory flat), beam (a GroupByKey, for Dataflow's shuffle) or auto (files on the "
+            "DirectRunner, beam elsewhere)",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +105,7 @@ class JobSettings:
     max_bad_share: float
     item_shard_size: int | None
     similar_k: int
+    shuffle: str  # "files" or "beam"
 
     @property
     def timestamp(self) -> int:
@@ -159,7 +170,13 @@ def validate(options: RecommendOptions) -> JobSettings:
         max_bad_share=args.max_bad_share,
         item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
+        shuffle=args.shuffle if args.shuffle != "auto" else ("files" if runs_locally(options) else "beam"),
     )
+
+
+def runs_locally(options: PipelineOptions) -> bool:
+    """The default DirectRunner, whose engine (FnApiRunner) keeps every shuffled row in the launcher process."""
+    return options.view_as(StandardOptions).runner in (None, "DirectRunner")
 
 
 def _reranking(

@@ -24,6 +24,11 @@ def staging_prefix(root: str, run_id: str, table: str, run_date: str) -> str:
     return FileSystems.join(partition(FileSystems.join(root, "_staging", run_id), table, run_date), "part")
 
 
+def shuffle_directory(root: str, run_id: str) -> str:
+    """Where a run's rows wait for their user bucket (`--shuffle files`); removed with the staging area."""
+    return FileSystems.join(root, "_staging", run_id, "_shuffle")
+
+
 def publish(root: str, run_id: str, run_date: str, manifest: dict, tables: tuple[str, ...]) -> None:
     """Moves the staged partitions into place (replacing an older run of the same date) and marks them done."""
     staging = FileSystems.join(root, "_staging", run_id)

@@ -7,12 +7,15 @@ out) -> group each bucket of users with their interactions -> blocks -> score.
 from __future__ import annotations
 
 import dataclasses
+import uuid
 import zlib
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
 from apache_beam.utils.shared import Shared
@@ -116,10 +119,48 @@ def user_bucket(user_ids: pa.Array, buckets: int) -> np.ndarray:
     return np.array([zlib.crc32(u.encode()) % buckets for u in user_ids.to_pylist()], np.int64)
 
 
-def _split_by_bucket(rows: pa.Table, tag: str, buckets: int):
+def _by_bucket(rows: pa.Table, buckets: int):
+    """`rows` sorted by user bucket (one chunk), and each bucket's `(bucket, start, stop)` rows."""
     bucket = user_bucket(rows[USER_ID].combine_chunks(), buckets)
-    for key in np.unique(bucket):
-        yield int(key), (tag, rows.filter(pa.array(bucket == key)))
+    order = np.argsort(bucket, kind="stable")
+    keys, starts = np.unique(bucket[order], return_index=True)
+    stops = np.append(starts[1:], len(order))
+    return rows.take(order).combine_chunks(), zip(keys.tolist(), starts.tolist(), stops.tolist(), strict=True)
+
+
+def _split_by_bucket(rows: pa.Table, tag: str, buckets: int):
+    """Rows -> `(bucket, (tag, rows of that bucket))`: the rows themselves travel through the shuffle."""
+    ordered, ranges = _by_bucket(rows, buckets)
+    for key, start, stop in ranges:
+        yield key, (tag, ordered.slice(start, stop - start))
+
+
+class _SpillFn(beam.DoFn):
+    """Rows -> `(bucket, (tag, file, record batch))`: the rows go to one Arrow file per batch, one record batch
+    per bucket, and only their address travels through the shuffle."""
+
+    def __init__(self, tag: str, buckets: int, directory: str) -> None:
+        self._tag, self._buckets, self._directory = tag, buckets, directory
+
+    def process(self, rows: pa.Table):
+        if not rows.num_rows:
+            return
+        ordered, ranges = _by_bucket(rows, self._buckets)
+        path = FileSystems.join(self._directory, f"{self._tag}-{uuid.uuid4().hex}.arrow")
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+            with pa.ipc.new_file(handle, ordered.schema) as writer:
+                for number, (key, start, stop) in enumerate(ranges):
+                    writer.write_batch(ordered.slice(start, stop - start).to_batches()[0])
+                    yield key, (self._tag, path, number)
+
+
+def _unspill(part: tuple) -> tuple[str, pa.Table]:
+    """A shuffled part -> `(tag, rows)`: the rows, or read back from their Arrow file."""
+    if len(part) == 2:
+        return part
+    tag, path, number = part
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return tag, pa.Table.from_batches([pa.ipc.open_file(handle).get_batch(number)])
 
 
 class _BuildBlocksFn(beam.DoFn):
@@ -137,7 +178,7 @@ class _BuildBlocksFn(beam.DoFn):
         )
 
     def process(self, element, index: ItemIndex):
-        _, parts = element
+        parts = [_unspill(part) for part in element[1]]
         interactions = self._rows(parts, INTERACTIONS)
         users = self._rows(parts, USERS) if self._has_users else None
         if not interactions.num_rows and (users is None or not users.num_rows):
@@ -145,29 +186,31 @@ class _BuildBlocksFn(beam.DoFn):
         users, interactions, dead = group_users(users, interactions, index.items[ITEM_ID], self._rules.schema)
         count_dead(dead)
         users = users.sort_by(USER_ID)
-        for block in user_blocks(users, interactions, index.items, self._block_size, self._max_seen):
-            yield block
-        rows = pc.index_in(interactions[ITEM_ID], value_set=index.items[ITEM_ID].combine_chunks()).to_numpy()
-        yield beam.pvalue.TaggedOutput("counts", np.unique(rows, return_counts=True))
+        yield from user_blocks(users, interactions, index.items, self._block_size, self._max_seen)
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead)
 
 
+def _item_counts(rows: pa.Table) -> tuple[list, list]:
+    counts = pc.value_counts(rows[ITEM_ID].combine_chunks())
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+
+
 class _SumCounts(beam.CombineFn):
-    """Sparse `(item rows, counts)` pairs -> {item row: total count}."""
+    """Sparse `(item ids, counts)` pairs -> {item id: total count}."""
 
     def create_accumulator(self) -> dict:
         return {}
 
     def add_input(self, totals: dict, counts) -> dict:
-        for row, count in zip(*counts, strict=True):
-            totals[int(row)] = totals.get(int(row), 0) + int(count)
+        for item, count in zip(*counts, strict=True):
+            totals[item] = totals.get(item, 0) + count
         return totals
 
     def merge_accumulators(self, accumulators) -> dict:
         merged = {}
         for totals in accumulators:
-            self.add_input(merged, (list(totals), list(totals.values())))
+            self.add_input(merged, (totals.keys(), totals.values()))
         return merged
 
     def extract_output(self, totals: dict) -> dict:
@@ -175,49 +218,61 @@ class _SumCounts(beam.CombineFn):
 
 
 def _dense(totals: dict, index: ItemIndex) -> np.ndarray:
-    popularity = np.zeros(index.items.num_rows, np.float32)
-    popularity[list(totals)] = list(totals.values())
-    return popularity
+    return np.array([totals.get(item, 0) for item in index.items[ITEM_ID].to_pylist()], np.float32)
 
 
 class Popularity(beam.PTransform):
-    """Per-bucket item counts -> `[items]` interactions per item (the fallback's order), one element."""
+    """Checked interactions -> `[items]` interactions per catalogue item (the fallback's order), one element.
+
+    It counts every interaction that passed the row checks, before grouping, so
+    that scoring does not wait for all users to be grouped (and the groups need
+    not be held anywhere): a duplicate event or an interaction of a user unknown
+    to the users table still counts towards its item's popularity.
+    """
 
     def __init__(self, index) -> None:
         super().__init__()
         self._index = index
 
-    def expand(self, counts):
-        totals = counts | "Sum" >> beam.CombineGlobally(_SumCounts())
+    def expand(self, interactions):
+        totals = interactions | "Count" >> beam.Map(_item_counts) | "Sum" >> beam.CombineGlobally(_SumCounts())
         return totals | "Dense" >> beam.Map(_dense, index=beam.pvalue.AsSingleton(self._index))
 
 
 class BuildUserBlocks(beam.PTransform):
-    """Checked users and interactions -> `UserBlock`s (main), item counts (`counts`) and dead letters (`dead`).
+    """Checked users and interactions -> `UserBlock`s (main) and dead letters (`dead`).
 
     Rows are grouped by a stable hash of the user id into buckets of about one
-    block each (`GroupByKey` on the workers); each bucket drops duplicates and
-    ids unknown to the other tables (`validation.group_users`) and is cut into
-    blocks of at most `block_size` users and `max_seen` seen items.
+    block each, on the workers: through Arrow files under `spill` (the rows stay
+    on disk and only their addresses are shuffled) or, without `spill`, through
+    Beam's `GroupByKey`. Each bucket drops duplicates and ids unknown to the
+    other tables (`validation.group_users`) and is cut into blocks of at most
+    `block_size` users and `max_seen` seen items.
     """
 
-    def __init__(self, rules: Rules, has_users: bool, buckets: int, block_size: int, max_seen: int, index) -> None:
+    def __init__(
+        self, rules: Rules, has_users: bool, buckets: int, block_size: int, max_seen: int, index, spill: str | None
+    ) -> None:
         super().__init__()
         self._rules, self._has_users, self._buckets = rules, has_users, buckets
-        self._block_size, self._max_seen, self._index = block_size, max_seen, index
+        self._block_size, self._max_seen, self._index, self._spill = block_size, max_seen, index, spill
+
+    def _key(self, tag: str):
+        if self._spill:
+            return beam.ParDo(_SpillFn(tag, self._buckets, self._spill))
+        return beam.FlatMap(_split_by_bucket, tag, self._buckets)
 
     def expand(self, tables):
         users, interactions = tables
-        buckets = self._buckets
         keyed = [
-            rows | f"Key{tag.title()}" >> beam.FlatMap(_split_by_bucket, tag, buckets)
+            rows | f"Key{tag.title()}" >> self._key(tag)
             for tag, rows in ((USERS, users), (INTERACTIONS, interactions))
             if rows is not None
         ]
         grouped = keyed | "Union" >> beam.Flatten() | "GroupByBucket" >> beam.GroupByKey()
         build = _BuildBlocksFn(self._rules, self._has_users, self._block_size, self._max_seen)
         return grouped | "Blocks" >> beam.ParDo(build, index=beam.pvalue.AsSingleton(self._index)).with_outputs(
-            "counts", DEAD, main="blocks"
+            DEAD, main="blocks"
         )
 
 

@@ -153,8 +153,9 @@ def _tensors(arrays):
         ["--item-shard-size", "300"],
         ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
         ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing", "--item-shard-size", "500"],
+        ["--shuffle", "beam"],
     ],
-    ids=["sharded", "two-workers", "two-workers-sharded"],
+    ids=["sharded", "two-workers", "two-workers-sharded", "group-by-key-shuffle"],
 )
 def test_sharded_and_multi_process_runs_give_the_same_tables(job, ml100k_bundle, tmp_path, flags):
     _, _, recs = job
@@ -186,7 +187,8 @@ def test_other_rerankers(ml100k_bundle, tmp_path, flags, ordered_by):
     assert recs["ranking_score"].isna().all() == (flags[1] == "none")
 
 
-def test_composites_under_test_pipeline(ml100k_bundle, ml100k):
+@pytest.mark.parametrize("spill", [True, False], ids=["files", "group-by-key"])
+def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
     import apache_beam as beam
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
@@ -210,9 +212,9 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k):
         }
         index = (checked["items"]["rows"] | EmbedItems(ml100k_bundle, rules))["index"]
         grouped = (checked["users"]["rows"], checked["interactions"]["rows"]) | BuildUserBlocks(
-            rules, True, buckets=3, block_size=64, max_seen=10_000, index=index
+            rules, True, buckets=3, block_size=64, max_seen=10_000, index=index, spill=str(tmp_path) if spill else None
         )
-        popularity = grouped["counts"] | Popularity(index)
+        popularity = checked["interactions"]["rows"] | Popularity(index)
         assert_that(
             popularity | beam.Map(lambda p: bool(np.array_equal(p, expected_popularity))),
             equal_to([True]),
