@@ -31,6 +31,6 @@ setup(
         # Beam's GCP file systems and the Dataflow runner: gs:// paths and --runner DataflowRunner.
         "gcp": ["apache-beam[gcp]==2.77.0"],
         # The tests build a Dataflow job description offline, so they need the gcp extra too.
-        "dev": ["pytest>=8", "ruff>=0.6", "apache-beam[gcp]==2.77.0"],
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "apache-beam[gcp]==2.77.0"],
     },
 )
