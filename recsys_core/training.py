@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -14,7 +16,7 @@ import pyarrow as pa
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core import evaluation, export, plots, protocol
+from recsys_core import evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
 from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories, with_history
@@ -91,6 +93,9 @@ def run_experiment(config: ExperimentConfig) -> str | None:
 
     The bundle is assembled in a hidden staging directory and renamed into place
     when complete, then `LATEST` is updated: readers never see a partial bundle.
+    A run killed part-way is resumed by the same command: each fit restarts from
+    its last finished epoch (backups in `.resume-<hash of config and data>/`; not
+    under multi-worker strategies, whose workers would all write there).
     Non-chief workers take part in every collective step but write to scratch.
     """
     config.validate()
@@ -119,7 +124,14 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     chief = is_chief(strategy)
     version = export.new_version()
     root = os.path.abspath(config.training.output_dir)
+    if chief:
+        _remove_incomplete_bundles(root)
     staging = os.path.join(root, f".{version}.incomplete") if chief else tempfile.mkdtemp(prefix="recsys-worker-")
+    resume = (
+        None
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        else _resume_directory(root, config, data.lineage)
+    )
     manifest = {
         "bundle_version": version,
         "models": list(config.training.models),
@@ -140,7 +152,10 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     try:
         vocab = fit_vocabulary(fit)
         inputs = ModelInputs.build(fit, validation, test, length)
-        trained = {name: fit_model(name, config, vocab, strategy, inputs, staging) for name in config.training.models}
+        trained = {
+            name: fit_model(name, config, vocab, strategy, inputs, staging, resume_dir=resume)
+            for name in config.training.models
+        }
         _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, "plots"))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
         _export(selection_bundle, trained, fit, vocab, {**manifest, "metrics": {}})
@@ -151,7 +166,16 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             vocab = fit_vocabulary(train)
             inputs = ModelInputs.build(train, None, test, length)
             trained = {
-                name: fit_model(name, config, vocab, strategy, inputs, staging, epochs=result.metrics["best_epoch"])
+                name: fit_model(
+                    name,
+                    config,
+                    vocab,
+                    strategy,
+                    inputs,
+                    staging,
+                    epochs=result.metrics["best_epoch"],
+                    resume_dir=resume,
+                )
                 for name, result in trained.items()
             }
         for name, result in trained.items():
@@ -176,7 +200,22 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     final = os.path.join(root, version)
     os.replace(staging, final)
     export.write_text(os.path.join(root, export.LATEST), version)
+    shutil.rmtree(resume, ignore_errors=True)
     return final
+
+
+def _resume_directory(root: str, config: ExperimentConfig, lineage: dict) -> str:
+    """Where the fits back themselves up: the same for the same command on the same data, so a rerun resumes."""
+    key = json.dumps({"config": config.to_dict(), "data": lineage}, sort_keys=True, default=str)
+    return os.path.join(root, f".resume-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
+
+
+def _remove_incomplete_bundles(root: str) -> None:
+    """Bundles a killed run left half-assembled (never visible: `LATEST` names complete bundles only)."""
+    if os.path.isdir(root):
+        for name in os.listdir(root):
+            if name.startswith(".") and name.endswith(".incomplete"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
 def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.ndarray], directory: str) -> None:
@@ -213,12 +252,18 @@ def fit_model(
     inputs: ModelInputs,
     run_dir: str,
     epochs: int | None = None,
+    resume_dir: str | None = None,
 ) -> TrainedModel:
     """Builds the named model inside `strategy.scope()` and fits it with per-replica input.
 
     With validation inputs, the validation loss (RMSE for rating models) stops the
     fit early and picks the epoch whose weights are kept; without (a refit), the
-    model trains for `epochs`.
+    model trains for `epochs`. With `resume_dir`, the fit backs itself up there at
+    every epoch end (`_Resumable`) and a fit killed part-way resumes from the last
+    finished epoch. A NaN loss stops the fit with a `TrainingError`.
+
+    Raises:
+        TrainingError: the loss became NaN.
     """
     fit = getattr(config, name)
     with strategy.scope():
@@ -229,12 +274,20 @@ def fit_model(
     train_data = strategy.distribute_datasets_from_function(
         lambda context: make_dataset(inputs.train, inputs.histories, batch, config.training.seed, context)
     )
+    resumable = _Resumable(os.path.join(resume_dir, stage) if resume_dir else None, model)
+    if resumable.finished:
+        log.info("%s: trained by an interrupted run; its weights are restored", stage)
+    elif resumable.epochs:
+        log.info("%s: resuming after epoch %d, from an interrupted run's backup", stage, resumable.epochs)
     callbacks = [
+        _StopOnNaN(),
         tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", stage)),
         tf.keras.callbacks.ModelCheckpoint(
             os.path.join(run_dir, "checkpoints", stage, "epoch-{epoch:02d}"), save_weights_only=True
         ),
     ]
+    if os.environ.get(faults.VARIABLE, "").startswith("train:"):
+        callbacks.append(_KillMidEpoch(stage, steps_per_epoch(len(inputs.train[ITEM_ID]), batch)))
     validation = {}
     monitor = "val_rmse" if name in RATING_MODELS else "val_loss"
     if inputs.validation is not None:
@@ -249,26 +302,123 @@ def fit_model(
                 monitor=monitor, patience=config.training.early_stopping_patience, restore_best_weights=True
             )
         )
+    callbacks.append(resumable)  # last: its final checkpoint holds the weights early stopping kept
     steps = steps_per_epoch(len(inputs.train[ITEM_ID]), batch)
     started = time.perf_counter()
-    history = model.fit(
-        train_data,
-        epochs=epochs or fit.epochs,
-        steps_per_epoch=steps,
-        callbacks=callbacks,
-        verbose=config.training.verbose,
-        **validation,
-    )
-    seconds = time.perf_counter() - started
-    epochs_run = len(history.history["loss"])
+    keras_history = {}
+    if not resumable.finished:
+        keras_history = model.fit(
+            train_data,
+            initial_epoch=resumable.epochs,
+            epochs=epochs or fit.epochs,
+            steps_per_epoch=steps,
+            callbacks=callbacks,
+            verbose=config.training.verbose,
+            **validation,
+        ).history
+    seconds = resumable.seconds + time.perf_counter() - started
+    history = resumable.history(keras_history)
+    if any(np.isnan(history["loss"])):
+        raise TrainingError(
+            f"the {name} model's training loss became NaN at epoch {len(history['loss'])}; nothing was exported. "
+            f"Lower its learning rate (--override {name}.learning_rate=...) or check the inputs for "
+            "extreme values"
+        )
+    epochs_run = len(history["loss"])
     metrics = {"train_seconds": seconds, "epochs_run": epochs_run}
     metrics["train_examples_per_second"] = steps * batch * epochs_run / seconds
-    if monitor in history.history:
-        metrics["best_epoch"] = int(np.argmin(history.history[monitor])) + 1
-        metrics[f"best_{monitor}"] = float(np.min(history.history[monitor]))
+    if monitor in history:
+        metrics["best_epoch"] = int(np.argmin(history[monitor])) + 1
+        metrics[f"best_{monitor}"] = float(np.min(history[monitor]))
     else:
         metrics["best_epoch"] = epochs_run
-    return TrainedModel(model, {k: [float(v) for v in vs] for k, vs in history.history.items()}, metrics)
+    return TrainedModel(model, history, metrics)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot produce a usable model (e.g. a NaN loss); no bundle is written."""
+
+
+class _Resumable(tf.keras.callbacks.Callback):
+    """Backs a fit up in `directory` (when given) so that a rerun continues where an interrupted one stopped.
+
+    At every epoch end: a checkpoint of the model and its optimizer, then the
+    epoch's logs. At the end of the fit: the final weights (after early stopping
+    restored its best) and `finished`. Built over an existing backup, it restores
+    the weights (as the variables are created): `fit(initial_epoch=self.epochs)`
+    continues a fit, and a finished one is not fitted again. Epoch hooks only
+    (Keras's `BackupAndRestore` also hooks every batch, which halves the speed of
+    small models); early stopping's patience starts again after a resume.
+    """
+
+    def __init__(self, directory: str | None, model: tf.keras.Model) -> None:
+        super().__init__()
+        self._directory, self._epochs, self.finished, self.seconds = directory, {}, False, 0.0
+        if not directory:
+            return
+        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=2)
+        self._logs = os.path.join(directory, "epochs.json")
+        if tf.io.gfile.exists(self._logs):  # written after the checkpoint it describes: that one is complete
+            with tf.io.gfile.GFile(self._logs) as handle:
+                saved = json.load(handle)
+            self._epochs = {int(k): v for k, v in saved["epochs"].items()}
+            self.finished, self.seconds = saved["finished"], saved["seconds"]
+            last = "final" if self.finished else f"ckpt-{len(self._epochs) - 1}"
+            self._checkpoint.restore(os.path.join(directory, last))
+        self._started = time.perf_counter()
+
+    @property
+    def epochs(self) -> int:
+        """Epochs finished so far, including those of an interrupted run."""
+        return len(self._epochs)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        self._epochs[epoch] = {k: float(v) for k, v in (logs or {}).items()}
+        if self._directory:
+            self._manager.save(checkpoint_number=epoch)
+            self._save_logs(finished=False)
+
+    def on_train_end(self, logs=None) -> None:
+        if self._directory:
+            self._checkpoint.write(os.path.join(self._directory, "final"))
+            self._save_logs(finished=True)
+
+    def _save_logs(self, finished: bool) -> None:
+        seconds = self.seconds + time.perf_counter() - self._started
+        export.write_json(self._logs, {"epochs": self._epochs, "finished": finished, "seconds": seconds})
+
+    def history(self, fallback: dict) -> dict[str, list[float]]:
+        """{metric: [value per epoch]} over every epoch of the fit, resumed or not."""
+        if not self._epochs:
+            return {k: [float(v) for v in vs] for k, vs in fallback.items()}
+        epochs = [self._epochs[e] for e in sorted(self._epochs)]
+        return {k: [e.get(k, float("nan")) for e in epochs] for k in epochs[-1]}
+
+
+class _StopOnNaN(tf.keras.callbacks.Callback):
+    """Stops the fit at the end of an epoch whose loss is NaN (Keras's `TerminateOnNaN` hooks every batch,
+    which halves the speed of small models)."""
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if np.isnan((logs or {}).get("loss", 0.0)):
+            self.model.stop_training = True
+
+
+class _KillMidEpoch(tf.keras.callbacks.Callback):
+    """Fault injection (`RECSYS_FAULT=train:<stage>`, e.g. `train:ranking-refit`): dies half-way through the
+    stage's second epoch."""
+
+    def __init__(self, stage: str, steps: int) -> None:
+        super().__init__()
+        self._stage, self._steps, self._epoch = stage, steps, 0
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        if self._epoch >= 1 and batch >= self._steps // 2:
+            faults.fault_point(f"train:{self._stage}")
 
 
 def evaluate(
