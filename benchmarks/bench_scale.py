@@ -83,6 +83,7 @@ def train_bundle(directory: str) -> str:
 def run_job(bundle: str, data: str, output: str, workers: int) -> dict:
     command = [sys.executable, "-m", "jobs.batch_recommend", "--bundle", bundle, "--output", output]
     command += ["--run-date", "2026-11-22", "--data-source", "parquet", "--data-path", data, "--reranker", "none"]
+    command += ["--max-fallback-share", "1"]  # the bundle knows 5 000 of the users: the rest get the fallback
     if workers > 1:
         command += ["--direct_num_workers", str(workers), "--direct_running_mode", "multi_processing"]
     started = time.perf_counter()

@@ -7,14 +7,21 @@
 
 Writes `recommendations`, `user_embeddings`, `item_embeddings`, `similar_items` and
 `dead_letter` (input rows that failed validation) under `--output`, each partitioned
-by `dt=<run date>`, with `_manifest.json` and `_SUCCESS` in every partition. The
-launcher reads no rows: the workers read, check and group them.
+by `dt=<run date>` and versioned by run, then publishes them all at once by writing
+`_published/dt=<run date>.json` (`jobs/publish.py`), after a publish gate
+(`jobs/gate.py`). Every run leaves a record in `_runs/`. The launcher reads no
+rows: the workers read, check and group them.
 """
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
+import logging
 import sys
 import time
+import uuid
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
@@ -26,7 +33,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import TestOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from jobs import publish
+from jobs import gate, publish
 from jobs.options import JobSettings, RecommendOptions, runs_locally, validate
 from jobs.sources import JobInputs, locate_inputs
 from jobs.transforms import (
@@ -34,6 +41,8 @@ from jobs.transforms import (
     NAMESPACE,
     BuildUserBlocks,
     CheckRows,
+    CountDistinctItems,
+    DeadLetters,
     EmbedItems,
     ItemEmbeddings,
     Popularity,
@@ -50,7 +59,8 @@ from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID
 from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
 
-PUBLISHED = outputs.TABLES + (outputs.DEAD_LETTER,)
+PUBLISHED = outputs.PUBLISHED
+log = logging.getLogger("batch_recommend")
 
 
 def rules_for(settings: JobSettings) -> Rules:
@@ -58,24 +68,30 @@ def rules_for(settings: JobSettings) -> Rules:
     return Rules(bundle_schema(settings.manifest), settings.timestamp + 86_400)
 
 
-def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobInputs) -> None:
-    """Wires the job: read -> check rows -> group users -> blocks -> top-K unseen -> re-rank -> five tables."""
-    version = settings.manifest["bundle_version"]
+def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobInputs, run_id: str, version: str):
+    """Wires the job: read -> check rows -> group users -> blocks -> top-K unseen -> re-rank -> five tables.
+
+    Every table's files go to its version directory (`publish.version_directory`);
+    their list, `{table, path, rows, sha256}` per file, to `files_list(...)`.
+    """
+    model_version = settings.manifest["bundle_version"]
     rules = rules_for(settings)
     recommend = RecommendSettings(
         top_k=settings.top_k,
         final_k=settings.final_k,
         reranker=settings.reranker,
         timestamp=settings.timestamp,
-        run_id=settings.run_id,
+        run_id=run_id,
         blend_weight=settings.blend_weight,
         popularity_weight=settings.popularity_weight,
         item_shard_size=settings.item_shard_size,
     )
+    written = []
 
-    def write(table: str, tables) -> None:
-        prefix = publish.staging_prefix(settings.output, settings.run_id, table, settings.run_date)
-        tables | f"Write{table.title().replace('_', '')}" >> WriteTable(table, prefix)
+    def write(table: str, named_tables) -> None:
+        directory = publish.version_directory(table, settings.run_date, version)
+        step = f"Write{table.title().replace('_', '')}"
+        written.append(named_tables | step >> WriteTable(table, settings.output, directory))
 
     checked = {
         table: pipeline
@@ -89,19 +105,32 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     index = embedded["index"]
     buckets = max(1, -(-inputs.estimated_users // settings.block_size))
     users = checked[USERS]["rows"] if USERS in checked else None
-    spill = publish.shuffle_directory(settings.output, settings.run_id) if settings.shuffle == "files" else None
+    spill = publish.shuffle_directory(settings.output, version) if settings.shuffle == "files" else None
     grouped = (users, checked[INTERACTIONS]["rows"]) | "GroupUsers" >> BuildUserBlocks(
         rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index, spill
     )
     popularity = checked[INTERACTIONS]["rows"] | "Popularity" >> Popularity(index)
     scored = grouped["blocks"] | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index, popularity)
+    scored[outputs.RECOMMENDATIONS] | "DistinctItems" >> CountDistinctItems()
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
     write(outputs.USER_EMBEDDINGS, scored[outputs.USER_EMBEDDINGS])
-    write(outputs.ITEM_EMBEDDINGS, index | "ItemEmbeddings" >> ItemEmbeddings(version))
-    similar = SimilarItems(settings.similar_k, version, settings.item_shard_size)
+    write(outputs.ITEM_EMBEDDINGS, index | "ItemEmbeddings" >> ItemEmbeddings(model_version))
+    similar = SimilarItems(settings.similar_k, model_version, settings.item_shard_size)
     write(outputs.SIMILAR_ITEMS, index | "SimilarItems" >> similar)
     dead = [checked[t][DEAD] for t in checked] + [embedded[DEAD], grouped[DEAD]]
-    write(outputs.DEAD_LETTER, dead | "DeadLetters" >> beam.Flatten())
+    write(outputs.DEAD_LETTER, dead | "AllDeadLetters" >> beam.Flatten() | "DeadLetters" >> DeadLetters())
+    listing = files_list(settings.output, version)
+    (
+        written
+        | "AllFiles" >> beam.Flatten()
+        | "ListFiles" >> beam.combiners.ToList()
+        | "WriteList" >> beam.Map(lambda files: publish.write_json_atomically(listing, {"files": files}))
+    )
+
+
+def files_list(root: str, version: str) -> str:
+    """Where the pipeline lists the files it wrote, for the launcher's manifest."""
+    return FileSystems.join(root, publish.STAGING, version, "files.json")
 
 
 def _items_from_interactions(interactions):
@@ -115,65 +144,170 @@ def _items_from_interactions(interactions):
 
 
 def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict:
-    """Validates options, locates the inputs, runs the pipeline, publishes the partitions; returns the manifest.
+    """Validates options, locates the inputs, runs the pipeline, gates and publishes the run; returns its manifest.
+
+    Every run leaves a record in `_runs/`, whatever its end.
 
     Args:
         argv: job and Beam flags.
         pipeline: a pipeline to build on (e.g. `TestPipeline`); by default one from the flags.
 
     Raises:
-        ValueError / DataError: a bad option or input, or more invalid rows than `--max-bad-share`;
-            nothing is published then.
+        ValueError / DataError: a bad option or input, more invalid rows than `--max-bad-share`, or a
+            failed publish gate (`GateError`); nothing is published then.
     """
     options = RecommendOptions(argv)
     settings = validate(options)
-    started = time.perf_counter()
-    inputs = locate_inputs(settings.data, rules_for(settings))
-    staging = FileSystems.join(settings.output, "_staging", settings.run_id)
-    located = time.perf_counter()
+    dry_run = options.view_as(TestOptions).dry_run  # a Dataflow job description, built and not submitted
+    clock = {"started": time.perf_counter()}
+    attempt = uuid.uuid4().hex[:6]
+    record = {
+        "record": f"{settings.run_date}.{_now().replace(':', '')}.{attempt}",
+        "run_date": settings.run_date,
+        "started_at": _now(),
+        "bundle": {"path": settings.bundle, "version": settings.manifest["bundle_version"]},
+    }
+
+    def save(**changes) -> None:
+        record.update(changes)
+        if not dry_run:
+            publish.write_record(settings.output, record)
+
+    if not dry_run:
+        publish.collect_garbage(settings.output, PUBLISHED)
+    save(status="running")
+    version = None
     try:
+        inputs = locate_inputs(settings.data, rules_for(settings))
+        run_id = run_identity(settings, inputs)
+        version = f"{run_id}.{attempt}"
+        save(run_id=run_id, version=version, input_fingerprints=inputs.fingerprints, input_footer_rows=inputs.rows)
+        clock["located"] = time.perf_counter()
         pipeline = pipeline or beam.Pipeline(runner=_local_runner(options), options=options)
-        build_pipeline(pipeline, settings, inputs)
+        build_pipeline(pipeline, settings, inputs, run_id, version)
         result = pipeline.run()
-        if options.view_as(TestOptions).dry_run:  # a Dataflow job description, built and not submitted
+        if dry_run:
             return {"dry_run": True, "runner": type(pipeline.runner).__name__, "job": str(result.job.proto)}
         result.wait_until_finish()
+        clock["scored"] = time.perf_counter()
         counters = _counters(result)
-        input_rows = _input_rows(counters, settings.max_bad_share)
-    except BaseException:
-        if FileSystems.exists(staging):
-            FileSystems.delete([staging])  # a failed run leaves nothing behind
+        record.update(counters=counters, fallback_share=_fallback_share(counters))
+        record["input_rows"] = _input_rows(counters, settings.max_bad_share)
+        _warn_on_unknown_users(publish.previous_record(settings.output), record)
+        refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
+        if refused:
+            raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
+        files = _read_files_list(settings, version)
+        manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
+        record["manifest_sha256"] = manifest_hash(manifest)
+        paths = {table: [f["path"] for f in files if f["table"] == table] for table in PUBLISHED}
+        publish.publish(settings.output, settings.run_date, version, manifest, paths)
+    except BaseException as error:
+        if version and not dry_run:
+            publish.discard(settings.output, version, PUBLISHED, settings.run_date)
+        status = "gated" if isinstance(error, gate.GateError) else "failed"
+        save(status=status, reason=f"{type(error).__name__}: {error}", finished_at=_now())
         raise
-    finished = time.perf_counter()
-    manifest = {
-        "schema_version": outputs.SCHEMA_VERSION,
-        "run_id": settings.run_id,
+    publish.discard_staging(settings.output, version)
+    clock["published"] = time.perf_counter()
+    stages = list(clock)
+    timings = {f"{a}_to_{b}": clock[b] - clock[a] for a, b in zip(stages, stages[1:], strict=False)}
+    save(status="succeeded", finished_at=_now(), timings_seconds=timings)
+    return manifest
+
+
+def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
+    """`<date>-<hash>` of what determines the rows: the bundle, the inputs' fingerprints, the parameters."""
+    identity = {
+        "bundle": settings.manifest["bundle_version"],
+        "bundle_path": settings.bundle,
+        "inputs": inputs.fingerprints,
+        "parameters": _output_parameters(settings),
         "run_date": settings.run_date,
-        "tables": {name: {"schema": str(outputs.SCHEMAS[name])} for name in PUBLISHED},
+        "schema_version": outputs.SCHEMA_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{settings.run_date}-{digest[:12]}"
+
+
+def manifest_hash(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON: equal for equal runs."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _output_parameters(settings: JobSettings) -> dict:
+    """The options that change the rows (not how they are computed: shards, shuffle, workers)."""
+    return {
+        "top_k": settings.top_k,
+        "final_k": settings.final_k,
+        "reranker": settings.reranker,
+        "blend_weight": settings.blend_weight,
+        "popularity_weight": settings.popularity_weight,
+        "similar_k": settings.similar_k,
+        "block_size": settings.block_size,
+        "max_seen_per_block": settings.max_seen_per_block,
+        "max_bad_share": settings.max_bad_share,
+        "run_date_timestamp": settings.timestamp,
+        "query_policy": settings.manifest.get("query_policy"),
+    }
+
+
+def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
+    """What a consumer needs to know about a published run; only what the inputs determine (no timings, no
+    attempt-specific paths), so equal runs have equal manifests."""
+    return {
+        "schema_version": outputs.SCHEMA_VERSION,
+        "run_id": run_id,
+        "run_date": settings.run_date,
+        "tables": {
+            name: {
+                "schema": str(outputs.SCHEMAS[name]),
+                "files": [
+                    {"name": f["path"].rsplit("/", 1)[1], "rows": f["rows"], "sha256": f["sha256"]}
+                    for f in files
+                    if f["table"] == name
+                ],
+            }
+            for name in PUBLISHED
+        },
         "row_counts": {name: counters.get(f"rows_written_{name}", 0) for name in PUBLISHED},
         "input_rows": input_rows,
         "user_count": counters.get("users_scored", 0) + counters.get("fallback_users", 0),
         "item_count": counters.get(f"rows_written_{outputs.ITEM_EMBEDDINGS}", 0),
         "model": {"bundle": settings.bundle, "bundle_version": settings.manifest["bundle_version"]},
         "data_lineage": inputs.lineage,
-        "parameters": {
-            "top_k": settings.top_k,
-            "final_k": settings.final_k,
-            "reranker": settings.reranker,
-            "blend_weight": settings.blend_weight,
-            "popularity_weight": settings.popularity_weight,
-            "run_date_timestamp": settings.timestamp,
-            "query_policy": settings.manifest.get("query_policy"),
-            "max_bad_share": settings.max_bad_share,
-            "item_shard_size": settings.item_shard_size,
-            "shuffle": settings.shuffle,
-        },
-        "timings_seconds": {"locate_inputs": located - started, "pipeline": finished - located},
+        "input_fingerprints": inputs.fingerprints,
+        "parameters": _output_parameters(settings),
         "counters": counters,
-        "runner": type(pipeline.runner).__name__,
     }
-    publish.publish(settings.output, settings.run_id, settings.run_date, manifest, PUBLISHED)
-    return manifest
+
+
+def _read_files_list(settings: JobSettings, version: str) -> list[dict]:
+    """The files the pipeline wrote, `{table, path, rows, sha256}` each, in path order."""
+    with FileSystems.open(files_list(settings.output, version)) as handle:
+        return sorted(json.loads(handle.read())["files"], key=lambda f: f["path"])
+
+
+def _fallback_share(counters: dict) -> float:
+    users = counters.get("users_scored", 0) + counters.get("fallback_users", 0)
+    return counters.get("fallback_users", 0) / max(users, 1)
+
+
+def _warn_on_unknown_users(previous: dict | None, record: dict) -> None:
+    """Logs the share of users the model cannot serve when it jumps against the last succeeded run."""
+    share, before = record["fallback_share"], (previous or {}).get("fallback_share")
+    if before is not None and share > max(2 * before, before + 0.05):
+        log.warning(
+            "%.1f%% of users are unknown to the bundle or have no history, up from %.1f%% in run %s: "
+            "is the bundle older than the users, or are the interactions incomplete?",
+            100 * share,
+            100 * before,
+            previous["run_id"],
+        )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _counters(result) -> dict[str, int]:
@@ -221,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as error:
         print(f"batch_recommend: error: {error}", file=sys.stderr)
         return 2
-    print(f"run {manifest['run_id']}: {manifest['row_counts']}; counters {manifest['counters']}")
+    print(f"run {manifest['run_id']} published: {manifest['row_counts']}")
     return 0
 
 

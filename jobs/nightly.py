@@ -15,9 +15,8 @@ import sys
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
 # isort: split
-import pandas as pd
 
-from jobs import batch_recommend, publish
+from jobs import batch_recommend
 from recsys_core import outputs
 from recsys_core.config import EXPERIMENTS, experiment
 from recsys_core.console import configure_logging
@@ -53,10 +52,13 @@ def _train(name: str, runs_dir: str) -> str:
 
 
 def _show(output: str, run_date: str, manifest: dict) -> None:
-    print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, tables:")
-    for table in manifest["row_counts"]:
-        print(f"  {publish.partition(output, table, run_date)}  ({manifest['row_counts'][table]} rows)")
-    recommendations = pd.read_parquet(publish.partition(output, outputs.RECOMMENDATIONS, run_date))
+    print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, published:")
+    pointer = outputs.read_pointer(output, run_date)
+    for table, files in pointer["files"].items():
+        directories = ", ".join(sorted({f"{output}/{path.rsplit('/', 1)[0]}" for path in files}))
+        print(f"  {table}: {manifest['row_counts'][table]} rows in {len(files)} files under {directories}")
+    print(f"  read them through {outputs.pointer_path(output, run_date)}")
+    recommendations = outputs.read_published(output, outputs.RECOMMENDATIONS, run_date).to_pandas()
     user = sorted(recommendations["user_id"].unique())[0]
     sample = recommendations[recommendations["user_id"] == user].sort_values("rank").head(5)
     columns = ["user_id", "rank", "item_id", "score", "retrieval_score", "ranking_score", "source"]

@@ -9,6 +9,7 @@ import uuid
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from jobs.gate import Gate, parse_metric_floors
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.export import BundleError, read_manifest
 from recsys_core.registry import RATING_MODELS
@@ -76,6 +77,38 @@ class RecommendOptions(PipelineOptions):
         )
         parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
         parser.add_argument(
+            "--min_full_list_share",
+            "--min-full-list-share",
+            dest="min_full_list_share",
+            type=float,
+            default=Gate.min_full_list_share,
+            help="publish gate: least share of users with --final-k items",
+        )
+        parser.add_argument(
+            "--max_fallback_share",
+            "--max-fallback-share",
+            dest="max_fallback_share",
+            type=float,
+            default=Gate.max_fallback_share,
+            help="publish gate: largest share of users served by the popularity fallback",
+        )
+        parser.add_argument(
+            "--min_distinct_items",
+            "--min-distinct-items",
+            dest="min_distinct_items",
+            type=int,
+            default=Gate.min_distinct_items,
+            help="publish gate: fewest distinct items over all lists",
+        )
+        parser.add_argument(
+            "--min_bundle_metric",
+            "--min-bundle-metric",
+            dest="min_bundle_metric",
+            action="append",
+            default=[],
+            help="publish gate: PATH=VALUE, a floor on the bundle's offline metric PATH (dotted), repeatable",
+        )
+        parser.add_argument(
             "--shuffle",
             choices=SHUFFLES,
             default="auto",
@@ -93,7 +126,6 @@ class JobSettings:
     manifest: dict
     output: str
     run_date: str
-    run_id: str
     data: DataConfig
     top_k: int
     final_k: int
@@ -106,6 +138,7 @@ class JobSettings:
     item_shard_size: int | None
     similar_k: int
     shuffle: str  # "files" or "beam"
+    gate: Gate
 
     @property
     def timestamp(self) -> int:
@@ -125,8 +158,13 @@ def validate(options: RecommendOptions) -> JobSettings:
         datetime.date.fromisoformat(run_date)
     except ValueError:
         raise ValueError(f"--run-date {run_date!r} is not a date of the form YYYY-MM-DD") from None
-    if not 0.0 <= args.max_bad_share <= 1.0:
-        raise ValueError(f"--max-bad-share must be within 0..1, got {args.max_bad_share}")
+    for flag, share in (
+        ("--max-bad-share", args.max_bad_share),
+        ("--min-full-list-share", args.min_full_list_share),
+        ("--max-fallback-share", args.max_fallback_share),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{flag} must be within 0..1, got {share}")
     sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
     sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
     for flag, value in sizes:
@@ -158,7 +196,6 @@ def validate(options: RecommendOptions) -> JobSettings:
         manifest=manifest,
         output=args.output,
         run_date=run_date,
-        run_id=f"{run_date}-{uuid.uuid4().hex[:8]}",
         data=data,
         top_k=args.top_k,
         final_k=args.final_k,
@@ -171,6 +208,12 @@ def validate(options: RecommendOptions) -> JobSettings:
         item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
         shuffle=args.shuffle if args.shuffle != "auto" else ("files" if runs_locally(options) else "beam"),
+        gate=Gate(
+            args.min_full_list_share,
+            args.max_fallback_share,
+            args.min_distinct_items,
+            parse_metric_floors(args.min_bundle_metric),
+        ),
     )
 
 

@@ -1,52 +1,150 @@
-"""Publishing a run's partitions: staged by the pipeline, moved into place, marked done last.
+"""Publishing a run: files written once into a version directory, made visible together by one pointer file.
 
-A run writes into `_staging/<run_id>/` (ignored by Parquet readers, whose
-defaults skip `_`-prefixed paths), then moves each finished partition into
-place, writes `_manifest.json` into it and `_SUCCESS` last. Paths go through
-Beam's `FileSystems`, so local disks and object stores work alike.
+Layout under the output root (paths go through Beam's `FileSystems`: local disks and object stores alike):
+
+    <table>/dt=<date>/v=<version>/part-*.parquet   one run's files, never modified once written
+    _published/dt=<date>.json                      the pointer: the run's manifest and files, written last
+    _published/latest.json                         the pointer of the newest date published
+    _runs/<date>.<start time>.<attempt>.json       a record of every run: running, succeeded, failed, gated
+    _staging/<version>/                            a run's scratch space (shuffle files)
+
+A version is the run identity (a hash of the bundle, the input files' contents,
+the parameters and the date, so the same inputs write the same rows and bytes)
+plus a per-attempt suffix, so that a rerun never writes over files a reader may
+be reading. A pointer is written under a temporary name and renamed into place:
+atomic on a local disk, and a single-object write on an object store. A reader
+that starts from a pointer (`recsys_core.outputs.read_published`) therefore sees
+the complete old run or the complete new one, never a mix, and never nothing.
+The run a pointer replaced keeps its files until the next run, for readers that
+opened it just before the switch; a killed run's files are unreferenced and are
+removed by the next run (`collect_garbage`). One job writes to an output root at
+a time.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
-from recsys_core.outputs import MANIFEST, SUCCESS
+from recsys_core.faults import fault_point
+from recsys_core.outputs import LATEST, PUBLISHED_DIR, pointer_path
+
+RUNS = "_runs"
+STAGING = "_staging"
+log = logging.getLogger(__name__)
 
 
-def partition(root: str, table: str, run_date: str) -> str:
-    return FileSystems.join(root, table, f"dt={run_date}")
+def version_directory(table: str, run_date: str, version: str) -> str:
+    """Where, relative to the output root, a run writes a table's files; unread until a pointer names them."""
+    return f"{table}/dt={run_date}/v={version}"
 
 
-def staging_prefix(root: str, run_id: str, table: str, run_date: str) -> str:
-    """Where the pipeline writes a table's files before they are published."""
-    return FileSystems.join(partition(FileSystems.join(root, "_staging", run_id), table, run_date), "part")
+def shuffle_directory(root: str, version: str) -> str:
+    """Where a run's rows wait for their user bucket (`--shuffle files`); removed when the run ends."""
+    return FileSystems.join(root, STAGING, version, "_shuffle")
 
 
-def shuffle_directory(root: str, run_id: str) -> str:
-    """Where a run's rows wait for their user bucket (`--shuffle files`); removed with the staging area."""
-    return FileSystems.join(root, "_staging", run_id, "_shuffle")
+def read_pointer(root: str, name: str) -> dict | None:
+    """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None."""
+    path = FileSystems.join(root, PUBLISHED_DIR, name)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
 
 
-def publish(root: str, run_id: str, run_date: str, manifest: dict, tables: tuple[str, ...]) -> None:
-    """Moves the staged partitions into place (replacing an older run of the same date) and marks them done."""
-    staging = FileSystems.join(root, "_staging", run_id)
+def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[str, list[str]]) -> dict:
+    """Makes a finished run visible: the date's pointer, then `latest` unless a newer date is published.
+
+    Args:
+        files: per table, its files' paths relative to `root`.
+
+    Returns the pointer written. The version it replaces is named in it
+    (`replaces`), so its files survive until the next run's garbage collection.
+    """
+    previous = read_pointer(root, f"dt={run_date}.json")
+    pointer = {
+        "run_date": run_date,
+        "version": version,
+        "files": files,
+        "manifest": manifest,
+        "replaces": previous["version"] if previous else None,
+    }
+    fault_point("publish:before_pointer")
+    write_json_atomically(pointer_path(root, run_date), pointer)
+    fault_point("publish:before_latest")
+    latest = read_pointer(root, LATEST)
+    if latest is None or latest["run_date"] <= run_date:
+        write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST), pointer)
+    return pointer
+
+
+def write_json_atomically(path: str, value: dict) -> None:
+    """Writes `path` whole or not at all: a temporary name, then a rename over the old file."""
+    temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with FileSystems.create(temporary) as handle:
+        handle.write(json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+    FileSystems.rename([temporary], [path])
+
+
+def write_record(root: str, record: dict) -> None:
+    """The run's record in `_runs/`, replaced as the run goes on (running -> succeeded / failed / gated)."""
+    write_json_atomically(FileSystems.join(root, RUNS, f"{record['record']}.json"), record)
+
+
+def previous_record(root: str) -> dict | None:
+    """The newest succeeded run's record, by finish time."""
+    records = [r for r in _records(root) if r.get("status") == "succeeded"]
+    return max(records, key=lambda r: r.get("finished_at", ""), default=None)
+
+
+def _records(root: str) -> list[dict]:
+    records = []
+    for metadata in FileSystems.match([FileSystems.join(root, RUNS, "*.json")])[0].metadata_list:
+        with FileSystems.open(metadata.path) as handle:
+            records.append(json.loads(handle.read()))
+    return records
+
+
+def discard(root: str, version: str, tables: tuple[str, ...], run_date: str) -> None:
+    """Removes what a failed run wrote: its version directories and its staging area."""
+    paths = [FileSystems.join(root, version_directory(table, run_date, version)) for table in tables]
+    existing = [path for path in paths if FileSystems.exists(path)]
+    if existing:
+        FileSystems.delete(existing)
+    discard_staging(root, version)
+
+
+def discard_staging(root: str, version: str) -> None:
+    staging = FileSystems.join(root, STAGING, version)
+    if FileSystems.exists(staging):
+        FileSystems.delete([staging])
+
+
+def collect_garbage(root: str, tables: tuple[str, ...]) -> list[str]:
+    """Before a run: removes killed runs' staging areas and every version no pointer references (current or
+    the one it replaced), and marks killed runs' records `killed`. Returns what was removed."""
+    kept = set()
+    for metadata in FileSystems.match([FileSystems.join(root, PUBLISHED_DIR, "dt=*.json")])[0].metadata_list:
+        with FileSystems.open(metadata.path) as handle:
+            pointer = json.loads(handle.read())
+        kept |= {pointer["version"], pointer["replaces"]}
+    leftovers = set()
     for table in tables:
-        source, target = partition(staging, table, run_date), partition(root, table, run_date)
-        if FileSystems.exists(target):
-            FileSystems.delete([target])
-        if not FileSystems.exists(FileSystems.join(root, table)):
-            FileSystems.mkdirs(FileSystems.join(root, table))
-        FileSystems.rename([source], [target])
-    for table in tables:
-        target = partition(root, table, run_date)
-        _write(FileSystems.join(target, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True, default=str))
-    for table in tables:
-        _write(FileSystems.join(partition(root, table, run_date), SUCCESS), "")
-    FileSystems.delete([staging])
-
-
-def _write(path: str, text: str) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(text.encode())
+        for metadata in FileSystems.match([FileSystems.join(root, table, "dt=*", "v=*", "*")])[0].metadata_list:
+            directory = metadata.path.rsplit("/", 1)[0]
+            if directory.rsplit("/v=", 1)[1] not in kept:
+                leftovers.add(directory)
+    staging = FileSystems.join(root, STAGING)
+    if FileSystems.exists(staging):
+        leftovers.add(staging)
+    if leftovers:
+        FileSystems.delete(sorted(leftovers))
+        log.info("removed %d leftovers of earlier runs", len(leftovers))
+    for record in _records(root):
+        if record.get("status") == "running":
+            write_record(root, {**record, "status": "killed", "reason": "the run stopped before it finished"})
+    return sorted(leftovers)

@@ -10,9 +10,12 @@ rows to the same transforms.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from recsys_core.config import DataConfig
@@ -33,12 +36,18 @@ class JobInputs:
         tables: table -> rows, for local sources only.
         estimated_users: for sizing the user buckets (Parquet footer row counts).
         lineage: where the data came from, for the manifest.
+        fingerprints: table -> sha256 of its contents as the launcher can see them without reading rows:
+            per Parquet file its footer (sizes, offsets, statistics), size and the file system's checksum
+            (content CRC on object stores); for local sources, the rows.
+        rows: table -> row count (footers, or the local tables).
     """
 
     patterns: dict[str, str]
     tables: dict[str, pa.Table]
     estimated_users: int
     lineage: dict
+    fingerprints: dict[str, str]
+    rows: dict[str, int]
 
     def has(self, table: str) -> bool:
         return table in self.patterns or table in self.tables
@@ -58,41 +67,71 @@ def locate_inputs(data: DataConfig, rules: Rules) -> JobInputs:
     if data.source != "parquet":
         loaded = load_data(data, rules.schema)
         tables = {INTERACTIONS: loaded.ratings, USERS: loaded.users, ITEMS: loaded.items}
-        return JobInputs({}, tables, loaded.users.num_rows, loaded.lineage)
-    patterns, rows = {}, {}
+        fingerprints = {table: _table_digest(rows) for table, rows in tables.items()}
+        counts = {table: rows.num_rows for table, rows in tables.items()}
+        _check_not_empty(counts[INTERACTIONS], f"{data.source} interactions")
+        return JobInputs({}, tables, loaded.users.num_rows, loaded.lineage, fingerprints, counts)
+    patterns, rows, fingerprints = {}, {}, {}
     for table in TABLES:
         for pattern in (FileSystems.join(data.path, f"{table}.parquet"), FileSystems.join(data.path, table, "*")):
             files = [m.path for m in FileSystems.match([pattern])[0].metadata_list if m.size_in_bytes > 0]
             if files:
                 patterns[table] = pattern
-                rows[table] = _check_footer(sorted(files), table, rules)
+                rows[table], fingerprints[table] = _check_footer(sorted(files), table, rules)
                 break
     if INTERACTIONS not in patterns:
         raise DataError(f"{data.path} has no interactions table: write it as interactions.parquet or interactions/")
+    _check_not_empty(rows[INTERACTIONS], patterns[INTERACTIONS])
     for table in (USERS, ITEMS):
         if table not in patterns:
             _check_defaults(rules.schema, table)
     estimated = rows.get(USERS) or max(1, rows[INTERACTIONS] // 20)
     lineage = {"source": "parquet", "path": data.path, "patterns": patterns, "footer_rows": rows}
-    return JobInputs(patterns, {}, estimated, lineage)
+    return JobInputs(patterns, {}, estimated, lineage, fingerprints, rows)
 
 
-def _check_footer(files: list[str], table: str, rules: Rules) -> int:
-    """Total rows of the files; their first file's columns are checked against the schema."""
-    total = 0
+def _check_footer(files: list[str], table: str, rules: Rules) -> tuple[int, str]:
+    """Total rows of the files and their fingerprint; the first file's columns are checked against the schema."""
+    total, digest = 0, hashlib.sha256()
     for number, path in enumerate(files):
         try:
-            with FileSystems.open(path) as handle:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
                 metadata = pq.ParquetFile(handle).metadata
                 if number == 0:
                     empty = metadata.schema.to_arrow_schema().empty_table()
                     check_rows(empty, table, rules, path)  # raises naming a missing or mistyped column
+                digest.update(f"{path}|{FileSystems.checksum(path)}|".encode() + _footer(handle))
         except (pa.ArrowException, OSError) as error:
             raise DataError(f"cannot read Parquet table {path}: {error}") from error
         except ValueError as error:
             raise DataError(str(error)) from error
         total += metadata.num_rows
-    return total
+    return total, digest.hexdigest()
+
+
+def _check_not_empty(rows: int, where: str) -> None:
+    if not rows:
+        raise DataError(
+            f"{where} has no rows: every user would get the popularity fallback of nothing; "
+            "check the export that writes it (nothing is published)"
+        )
+
+
+def _footer(handle) -> bytes:
+    """A Parquet file's raw footer (its last `8 + footer length` bytes)."""
+    handle.seek(0, io.SEEK_END)
+    size = handle.tell()
+    handle.seek(size - 8)
+    length = int.from_bytes(handle.read(4), "little")
+    handle.seek(size - 8 - length)
+    return handle.read(length + 8)
+
+
+def _table_digest(rows: pa.Table) -> str:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
 
 
 def _check_defaults(schema: FeatureSchema, table: str) -> None:

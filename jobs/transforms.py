@@ -7,6 +7,7 @@ out) -> group each bucket of users with their interactions -> blocks -> score.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 import zlib
 
@@ -14,6 +15,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
@@ -22,6 +24,7 @@ from apache_beam.utils.shared import Shared
 
 from jobs.sources import JobInputs
 from recsys_core import outputs
+from recsys_core.faults import fault_point
 from recsys_core.recommend import (
     BundleScorer,
     ItemIndex,
@@ -94,6 +97,7 @@ class _CheckRowsFn(beam.DoFn):
         self._read = _counter(f"rows_read_{self._table}")
 
     def process(self, batch: tuple[str, pa.Table]):
+        fault_point("job:read")
         source, rows = batch
         valid, dead = check_rows(rows, self._table, self._rules, source)
         self._read.inc(rows.num_rows)
@@ -178,7 +182,7 @@ class _BuildBlocksFn(beam.DoFn):
         )
 
     def process(self, element, index: ItemIndex):
-        parts = [_unspill(part) for part in element[1]]
+        bucket, parts = element[0], [_unspill(part) for part in element[1]]
         interactions = self._rows(parts, INTERACTIONS)
         users = self._rows(parts, USERS) if self._has_users else None
         if not interactions.num_rows and (users is None or not users.num_rows):
@@ -186,7 +190,8 @@ class _BuildBlocksFn(beam.DoFn):
         users, interactions, dead = group_users(users, interactions, index.items[ITEM_ID], self._rules.schema)
         count_dead(dead)
         users = users.sort_by(USER_ID)
-        yield from user_blocks(users, interactions, index.items, self._block_size, self._max_seen)
+        for number, block in enumerate(user_blocks(users, interactions, index.items, self._block_size, self._max_seen)):
+            yield f"{bucket:06d}-{number:04d}", block
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead)
 
@@ -240,14 +245,15 @@ class Popularity(beam.PTransform):
 
 
 class BuildUserBlocks(beam.PTransform):
-    """Checked users and interactions -> `UserBlock`s (main) and dead letters (`dead`).
+    """Checked users and interactions -> `(name, UserBlock)` (main) and dead letters (`dead`).
 
     Rows are grouped by a stable hash of the user id into buckets of about one
     block each, on the workers: through Arrow files under `spill` (the rows stay
     on disk and only their addresses are shuffled) or, without `spill`, through
     Beam's `GroupByKey`. Each bucket drops duplicates and ids unknown to the
     other tables (`validation.group_users`) and is cut into blocks of at most
-    `block_size` users and `max_seen` seen items.
+    `block_size` users and `max_seen` seen items, named by bucket and number
+    (the same names, and blocks, whatever the runner or the number of workers).
     """
 
     def __init__(
@@ -308,14 +314,16 @@ class _RecommendFn(_WithBundle):
         self._settings = settings
         self._counters = {
             name: Metrics.counter(NAMESPACE, name)
-            for name in ("users_scored", "fallback_users", "items_excluded", "users_short_of_final_k")
+            for name in ("users_scored", "fallback_users", "items_excluded", "users_short_of_final_k", "nan_scores")
         }
 
     def setup(self) -> None:
         super().setup()
         self._with_popularity = None  # (index, popularity, the index carrying that popularity)
 
-    def process(self, block, index: ItemIndex, popularity: np.ndarray):
+    def process(self, named_block, index: ItemIndex, popularity: np.ndarray):
+        fault_point("job:score")
+        name, block = named_block
         # Side inputs are the same objects for every block on a worker: build the index once, not per block
         # (a new ItemIndex would also recompute its cached item-id bytes).
         cached = self._with_popularity
@@ -324,14 +332,15 @@ class _RecommendFn(_WithBundle):
             self._with_popularity = cached
         index = cached[2]
         recommendations, embeddings, counts = recommend_block(self.scorer, block, index, self._settings)
-        for name, value in counts.items():
-            self._counters[name].inc(value)
-        yield recommendations
-        yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, embeddings)
+        for counter, value in counts.items():
+            self._counters[counter].inc(value)
+        self._counters["nan_scores"].inc(int(pc.sum(pc.is_nan(recommendations["score"])).as_py() or 0))
+        yield name, recommendations
+        yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, (name, embeddings))
 
 
 class RecommendUsers(beam.PTransform):
-    """User blocks -> recommendations tables (main output) and user embeddings (tagged).
+    """Named user blocks -> named recommendations tables (main output) and user embeddings (tagged).
 
     Per block: query tower, exact top-K over all items with seen items excluded,
     re-rank, popularity fallback for users the model cannot serve.
@@ -350,7 +359,7 @@ class RecommendUsers(beam.PTransform):
 
 
 class SimilarItems(beam.PTransform):
-    """`ItemIndex` -> item-to-item neighbours tables, one per range of `chunk` items, spread over the workers."""
+    """`ItemIndex` -> named item-to-item neighbours tables, one per range of `chunk` items, spread over workers."""
 
     def __init__(self, k: int, model_version: str, shard_size: int | None = None, chunk: int = 4096) -> None:
         super().__init__()
@@ -367,13 +376,16 @@ class SimilarItems(beam.PTransform):
             | "Spread" >> beam.Reshuffle()
         )
         return ranges | "Neighbours" >> beam.Map(
-            lambda bounds, i: similar_items(i, self._k, self._version, range(*bounds), self._shard_size),
+            lambda bounds, i: (
+                f"{bounds[0]:09d}",
+                similar_items(i, self._k, self._version, range(*bounds), self._shard_size),
+            ),
             i=beam.pvalue.AsSingleton(index),
         )
 
 
 class ItemEmbeddings(beam.PTransform):
-    """`ItemIndex` -> item embeddings table."""
+    """`ItemIndex` -> the named item embeddings table."""
 
     def __init__(self, model_version: str) -> None:
         super().__init__()
@@ -381,32 +393,82 @@ class ItemEmbeddings(beam.PTransform):
 
     def expand(self, index):
         return index | "ToTable" >> beam.Map(
-            lambda i, version: outputs.embeddings_table(
-                outputs.ITEM_EMBEDDINGS_SCHEMA, i.items["item_id"], i.embeddings, version
+            lambda i, version: (
+                "000000000",
+                outputs.embeddings_table(outputs.ITEM_EMBEDDINGS_SCHEMA, i.items["item_id"], i.embeddings, version),
             ),
             self._version,
         )
 
 
+class _WriteFileFn(beam.DoFn):
+    def __init__(self, table: str, root: str, directory: str) -> None:
+        self._table, self._root, self._directory = table, root, directory
+
+    def setup(self) -> None:
+        self._rows = _counter(f"rows_written_{self._table}")
+
+    def process(self, named: tuple[str, pa.Table]):
+        fault_point("job:write")
+        name, rows = named
+        sink = pa.BufferOutputStream()
+        pq.write_table(rows.cast(outputs.SCHEMAS[self._table]), sink)
+        data = sink.getvalue().to_pybytes()
+        relative = f"{self._directory}/part-{name}.parquet"
+        with FileSystems.create(
+            FileSystems.join(self._root, relative), compression_type=CompressionTypes.UNCOMPRESSED
+        ) as handle:
+            handle.write(data)
+        self._rows.inc(rows.num_rows)
+        yield {
+            "table": self._table,
+            "path": relative,
+            "rows": rows.num_rows,
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+
+
 class WriteTable(beam.PTransform):
-    """Arrow tables -> Parquet files under `prefix`, counting rows written."""
+    """`(name, rows)` -> the Parquet file `<root>/<directory>/part-<name>.parquet` each; yields `{table, path,
+    rows, sha256}` per file, path relative to `root`.
 
-    def __init__(self, table: str, prefix: str) -> None:
+    A file's name and bytes depend only on its rows, so a retried bundle rewrites
+    the same file and the same inputs give the same files, run after run.
+    """
+
+    def __init__(self, table: str, root: str, directory: str) -> None:
         super().__init__()
-        self._table, self._prefix = table, prefix
+        self._table, self._root, self._directory = table, root, directory
 
-    def expand(self, tables):
-        rows = Metrics.counter(NAMESPACE, f"rows_written_{self._table}")
+    def expand(self, named_tables):
+        return named_tables | "Parquet" >> beam.ParDo(_WriteFileFn(self._table, self._root, self._directory))
 
-        def count(table: pa.Table) -> pa.Table:
-            rows.inc(table.num_rows)
-            return table
 
+def _sorted_dead_letters(tables: list[pa.Table]) -> tuple[str, pa.Table]:
+    """All dead letters in one table in a canonical row order (whatever order the workers produced them)."""
+    dead = pa.concat_tables([outputs.SCHEMAS[outputs.DEAD_LETTER].empty_table(), *tables])
+    return "000000000", dead.sort_by([(name, "ascending") for name in dead.column_names])
+
+
+class DeadLetters(beam.PTransform):
+    """Dead-letter tables -> one named table, sorted (they are a bounded share of the input)."""
+
+    def expand(self, dead):
+        return dead | "All" >> beam.combiners.ToList() | "Sort" >> beam.Map(_sorted_dead_letters)
+
+
+def _distinct_items(recommendations: pa.Table) -> set:
+    return set(pc.unique(recommendations[ITEM_ID]).to_pylist())
+
+
+class CountDistinctItems(beam.PTransform):
+    """Named recommendations tables -> the `distinct_items_recommended` counter (for the publish gate)."""
+
+    def expand(self, named_tables):
+        distinct = _counter("distinct_items_recommended")
         return (
-            tables
-            | "CountRows" >> beam.Map(count)
-            | "Parquet"
-            >> beam.io.WriteToParquetBatched(
-                self._prefix, schema=outputs.SCHEMAS[self._table], file_name_suffix=".parquet"
-            )
+            named_tables
+            | "Items" >> beam.Map(lambda named: _distinct_items(named[1]))
+            | "Union" >> beam.CombineGlobally(lambda sets: set().union(*sets))
+            | "Count" >> beam.Map(lambda items: distinct.inc(len(items)))
         )

@@ -1,25 +1,34 @@
-"""The job's output tables: their Arrow schemas (defined here only) and the functions that build them.
+"""The job's output tables: their Arrow schemas (defined here only), the functions that build them, and
+how a consumer reads what was published.
 
-Each table is Hive-partitioned by run date, e.g. `recommendations/dt=2026-11-22/`;
-`jobs/publish.py` moves a run's partitions into place.
+A run writes each table's files under `<table>/dt=<date>/v=<version>/` and then
+one pointer, `_published/dt=<date>.json` (and `_published/latest.json`), that
+names them (`jobs/publish.py`). Read through the pointer (`read_published`): a
+directory listing may include a run in flight or one being replaced.
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs
 
 from recsys_core.validation import DEAD_LETTER_SCHEMA
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: versioned partitions behind a pointer file
 RECOMMENDATIONS = "recommendations"
 USER_EMBEDDINGS = "user_embeddings"
 ITEM_EMBEDDINGS = "item_embeddings"
 SIMILAR_ITEMS = "similar_items"
 DEAD_LETTER = "dead_letter"  # input rows that failed validation (`recsys_core.validation`)
 TABLES = (RECOMMENDATIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS, SIMILAR_ITEMS)
-MANIFEST = "_manifest.json"
-SUCCESS = "_SUCCESS"
+PUBLISHED = TABLES + (DEAD_LETTER,)
+PUBLISHED_DIR = "_published"
+LATEST = "latest.json"
 
 RECOMMENDATIONS_SCHEMA = pa.schema(
     [
@@ -96,3 +105,40 @@ def similar_items_table(item_ids, ranks, similar_ids, scores, model_version: str
         ],
         schema=SIMILAR_ITEMS_SCHEMA,
     )
+
+
+def partition(root: str, table: str, run_date: str) -> str:
+    return f"{root.rstrip('/')}/{table}/dt={run_date}"
+
+
+def pointer_path(root: str, run_date: str) -> str:
+    return f"{root.rstrip('/')}/{PUBLISHED_DIR}/dt={run_date}.json"
+
+
+def read_pointer(root: str, run_date: str | None = None) -> dict:
+    """The published pointer of `run_date` (default: the latest date), local path or URI (`gs://...`).
+
+    Raises:
+        FileNotFoundError: nothing is published for that date.
+    """
+    path = pointer_path(root, run_date) if run_date else f"{root.rstrip('/')}/{PUBLISHED_DIR}/{LATEST}"
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(_uri(path))
+    with filesystem.open_input_stream(inner) as handle:
+        return json.loads(handle.read())
+
+
+def published_files(root: str, table: str, run_date: str | None = None) -> list[str]:
+    """The files of `table` in the run published for `run_date` (default: the latest)."""
+    return [f"{root.rstrip('/')}/{path}" for path in read_pointer(root, run_date)["files"][table]]
+
+
+def read_published(root: str, table: str, run_date: str | None = None) -> pa.Table:
+    """`table` as published for `run_date` (default: the latest date): exactly one complete run's rows."""
+    files = published_files(root, table, run_date)
+    filesystem, _ = pyarrow.fs.FileSystem.from_uri(_uri(files[0]))
+    inner = [pyarrow.fs.FileSystem.from_uri(_uri(f))[1] for f in files]
+    return ds.dataset(inner, schema=SCHEMAS[table], format="parquet", filesystem=filesystem).to_table()
+
+
+def _uri(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)

@@ -81,3 +81,10 @@ def ml100k_bundle(ml100k_path, tmp_path_factory) -> str:
     args = ["--data-path", ml100k_path, "--models", "retrieval,ranking,dlrm", "--epochs", "1", "--verbose", "0"]
     assert train.main(args + ["--output-dir", str(output)]) == 0
     return str(output / (output / "LATEST").read_text())
+
+
+def published(output, table: str, run_date: str | None = None):
+    """A published table as pandas, read the way consumers must: through the date's pointer."""
+    from recsys_core import outputs
+
+    return outputs.read_published(str(output), table, run_date).to_pandas()

@@ -1,6 +1,7 @@
 """The Beam job on the DirectRunner, end to end on MovieLens-100K."""
 
 import glob
+import hashlib
 import json
 import os
 import subprocess
@@ -11,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
-from conftest import REPO
+from conftest import REPO, published
 
 from jobs import batch_recommend
 from recsys_core import outputs
@@ -36,7 +36,7 @@ def job(ml100k_bundle, tmp_path_factory):
     output = tmp_path_factory.mktemp("tables")
     # The bundle's weights for `ranking` (its default, `auto`, may choose no re-ranker: see test_evaluation).
     manifest = _run(ml100k_bundle, output, "--reranker", "ranking")
-    recommendations = pd.read_parquet(output / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
+    recommendations = published(output, outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
     return output, manifest, recommendations.reset_index(drop=True)
 
 
@@ -59,29 +59,38 @@ def test_every_user_gets_final_k_ranked_unseen_real_items(job, ml100k):
     assert manifest["row_counts"][outputs.RECOMMENDATIONS] == 943 * FINAL_K
 
 
-def test_all_tables_are_partitioned_and_marked_complete(job):
+def test_all_tables_are_published_together_behind_one_pointer(job):
     output, manifest, _ = job
+    pointer = json.loads((output / "_published" / f"dt={RUN_DATE}.json").read_text())
+    assert pointer["manifest"] == manifest
+    assert json.loads((output / "_published" / "latest.json").read_text()) == pointer
     for table, rows in (
         (outputs.RECOMMENDATIONS, 943 * FINAL_K),
         (outputs.USER_EMBEDDINGS, 943),
         (outputs.ITEM_EMBEDDINGS, 1682),
         (outputs.SIMILAR_ITEMS, 1682 * 20),
+        (outputs.DEAD_LETTER, 0),
     ):
-        partition = output / table / f"dt={RUN_DATE}"
-        assert (partition / "_SUCCESS").exists()
-        assert json.loads((partition / "_manifest.json").read_text())["run_id"] == manifest["run_id"]
-        dataset = ds.dataset(output / table, format="parquet", partitioning="hive")
-        assert dataset.count_rows() == rows
-        assert dataset.schema.remove(dataset.schema.get_field_index("dt")).equals(outputs.SCHEMAS[table])
-        assert dataset.to_table(columns=["dt"])["dt"].unique().to_pylist() == [RUN_DATE]
-    assert not list((output / "_staging").iterdir())
-    embeddings = pq.read_table(output / outputs.ITEM_EMBEDDINGS)["embedding"].to_pylist()
+        files = manifest["tables"][table]["files"]
+        paths = [f"{table}/dt={RUN_DATE}/v={pointer['version']}/{f['name']}" for f in files]
+        assert pointer["files"][table] == paths
+        assert sum(f["rows"] for f in files) == rows == manifest["row_counts"][table]
+        for path, described in zip(paths, files, strict=True):  # the manifest's hashes are the files' bytes
+            assert hashlib.sha256((output / path).read_bytes()).hexdigest() == described["sha256"]
+        table_rows = outputs.read_published(str(output), table)
+        assert table_rows.num_rows == rows and table_rows.schema.equals(outputs.SCHEMAS[table])
+    assert not (output / "_staging").exists() or not list((output / "_staging").iterdir())
+    [record] = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
+    assert record["version"] == pointer["version"]
+    assert record["status"] == "succeeded" and record["run_id"] == manifest["run_id"]
+    assert record["counters"]["users_scored"] == 943 and record["manifest_sha256"]
+    embeddings = outputs.read_published(str(output), outputs.ITEM_EMBEDDINGS)["embedding"].to_pylist()
     assert len(embeddings[0]) == 32 and np.isfinite(embeddings).all()
 
 
 def test_similar_items_exclude_the_item_itself(job):
     output, _, _ = job
-    similar = pd.read_parquet(output / outputs.SIMILAR_ITEMS)
+    similar = published(output, outputs.SIMILAR_ITEMS)
     assert (similar["item_id"] != similar["similar_item_id"]).all()
     ordered = similar.sort_values(["item_id", "rank"])
     assert (ordered.groupby("item_id")["score"].diff().dropna() <= 1e-6).all()
@@ -160,7 +169,7 @@ def _tensors(arrays):
 def test_sharded_and_multi_process_runs_give_the_same_tables(job, ml100k_bundle, tmp_path, flags):
     _, _, recs = job
     manifest = _run(ml100k_bundle, tmp_path, "--reranker", "ranking", "--block-size", "200", *flags)
-    again = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"]).reset_index(drop=True)
+    again = published(tmp_path, outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"]).reset_index(drop=True)
     columns = ["user_id", "rank", "item_id", "source", "retrieval_score"]
     pd.testing.assert_frame_equal(again[columns], recs[columns])
     np.testing.assert_allclose(again["ranking_score"], recs["ranking_score"], rtol=1e-5)
@@ -181,7 +190,7 @@ def _manifest_counts(job):
 )
 def test_other_rerankers(ml100k_bundle, tmp_path, flags, ordered_by):
     manifest = _run(ml100k_bundle, tmp_path, "--final-k", "5", "--top-k", "10", *flags)
-    recs = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
+    recs = published(tmp_path, outputs.RECOMMENDATIONS).sort_values(["user_id", "rank"])
     assert manifest["row_counts"][outputs.RECOMMENDATIONS] == 943 * 5
     assert (recs.groupby("user_id")[ordered_by].diff().dropna() <= 1e-6).all()
     assert recs["ranking_score"].isna().all() == (flags[1] == "none")
@@ -201,7 +210,9 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
 
     users = ml100k.users.slice(0, 300)
     ratings = ml100k.ratings.filter(pa.compute.is_in(ml100k.ratings["user_id"], value_set=users["user_id"]))
-    inputs = JobInputs({}, {"interactions": ratings, "users": users, "items": ml100k.items}, 300, {"source": "t"})
+    inputs = JobInputs(
+        {}, {"interactions": ratings, "users": users, "items": ml100k.items}, 300, {"source": "t"}, {}, {}
+    )
     rules = Rules(ml100k.schema, latest_timestamp=2_000_000_000)
     settings = RecommendSettings(top_k=30, final_k=7, reranker="dlrm", timestamp=893_000_000, run_id="t")
     expected_popularity = item_counts(ratings, ml100k.items["item_id"])
@@ -220,15 +231,15 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
             equal_to([True]),
             label="PopularityIsEveryInteraction",
         )
-        sizes = grouped["blocks"] | "BlockSizes" >> beam.Map(lambda b: b.users.num_rows <= 64)
+        sizes = grouped["blocks"] | "BlockSizes" >> beam.Map(lambda named: named[1].users.num_rows <= 64)
         assert_that(sizes | "AllSmall" >> beam.Distinct(), equal_to([True]), label="BlocksOfAtMost64")
         scored = grouped["blocks"] | RecommendUsers(ml100k_bundle, settings, index, popularity)
-        rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda t: t.to_pylist())
+        rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda named: named[1].to_pylist())
         per_user = rows | "ByUser" >> beam.Map(lambda r: (r["user_id"], r["rank"])) | beam.combiners.Count.PerKey()
         counts = per_user | "Counts" >> beam.Values() | "DistinctCounts" >> beam.Distinct()
         assert_that(counts, equal_to([7]), label="SevenRowsEach")
         assert_that(per_user | "Users" >> beam.Keys(), equal_to(users["user_id"].to_pylist()), label="EveryUser")
-        dims = scored[outputs.USER_EMBEDDINGS] | "Dims" >> beam.Map(lambda t: len(t["embedding"][0]))
+        dims = scored[outputs.USER_EMBEDDINGS] | "Dims" >> beam.Map(lambda named: len(named[1]["embedding"][0]))
         assert_that(dims | "DistinctDims" >> beam.Distinct(), equal_to([32]), label="EmbeddingWidth")
         dead = [checked[t]["dead"] for t in checked] + [grouped["dead"]]
         assert_that(dead | beam.Flatten() | beam.Map(len), equal_to([]), label="NoDeadLetters")
@@ -288,7 +299,9 @@ def test_unreadable_users_table_is_reported_before_the_pipeline(ml100k_bundle, t
     output = tmp_path / "out"
     with pytest.raises(DataError, match=r"cannot read Parquet table .*users\.parquet"):
         _run(ml100k_bundle, output, "--data-source", "parquet", "--data-path", str(data))
-    assert list(output.iterdir()) == []
+    assert [p.name for p in output.iterdir()] == ["_runs"]  # only the run's record, which says why
+    [record] = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
+    assert record["status"] == "failed" and "users.parquet" in record["reason"]
 
 
 def test_sdist_carries_every_module_the_job_imports(tmp_path):

@@ -15,8 +15,8 @@ def test_the_dataflow_job_description_builds_offline(ml100k_bundle, ml100k, tmp_
     captured = {}
     original = batch_recommend.build_pipeline
 
-    def build(pipeline, settings, inputs):
-        original(pipeline, settings, inputs)
+    def build(pipeline, *args):
+        original(pipeline, *args)
         captured["pipeline"] = pipeline
 
     monkeypatch.setattr(batch_recommend, "build_pipeline", build)

@@ -1,10 +1,13 @@
 """Bad rows cost themselves, not the night: the job on a Parquet export of MovieLens-100K with planted faults."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import published
 
 from jobs import batch_recommend
 from recsys_core import outputs
@@ -58,8 +61,8 @@ def faulty_run(ml100k, ml100k_bundle, tmp_path_factory):
     output = root / "tables"
     args = ["--bundle", ml100k_bundle, "--output", str(output), "--run-date", RUN_DATE, "--reranker", "none"]
     manifest = batch_recommend.run(args + ["--data-source", "parquet", "--data-path", str(data)])
-    dead = pd.read_parquet(output / outputs.DEAD_LETTER)
-    recs = pd.read_parquet(output / outputs.RECOMMENDATIONS)
+    dead = published(output, outputs.DEAD_LETTER)
+    recs = published(output, outputs.RECOMMENDATIONS)
     return manifest, dead, recs
 
 
@@ -115,8 +118,9 @@ def test_too_many_bad_rows_publish_nothing(ml100k, ml100k_bundle, tmp_path):
     args = ["--bundle", ml100k_bundle, "--output", str(output), "--run-date", RUN_DATE, "--reranker", "none"]
     with pytest.raises(DataError, match=r"2000 of 100000 interactions rows \(2\.0%\).*out_of_range: 2000.*nothing"):
         batch_recommend.run(args + ["--data-source", "parquet", "--data-path", str(data)])
-    assert not (output / outputs.RECOMMENDATIONS).exists()
-    assert not list((output / "_staging").glob("*")) if (output / "_staging").exists() else True
+    assert not (output / "_published").exists() and not list(output.rglob("*.parquet"))
+    [record] = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
+    assert record["status"] == "failed" and "out_of_range: 2000" in record["reason"]
     # A looser threshold lets the same night through, without those rows.
     manifest = batch_recommend.run(
         args + ["--data-source", "parquet", "--data-path", str(data), "--max-bad-share", "0.05"]

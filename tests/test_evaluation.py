@@ -1,9 +1,9 @@
 """The offline evaluation scores the lists the job writes, with the job's own code."""
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
+from conftest import published
 
 from recsys_core import evaluation, outputs
 from recsys_core.data.splits import random_split
@@ -50,7 +50,7 @@ def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k,
     from jobs import batch_recommend
 
     manifest = batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22"])
-    written = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS)
+    written = published(tmp_path, outputs.RECOMMENDATIONS)
     parameters = manifest["parameters"]
     settings = RecommendSettings(
         top_k=parameters["top_k"],

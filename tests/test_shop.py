@@ -4,9 +4,9 @@ described by a schema file, trained with `train.py` and scored by the Beam job t
 import json
 import shutil
 
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from conftest import published
 
 import train
 from jobs import batch_recommend
@@ -61,7 +61,7 @@ def test_the_shop_trains_every_model_and_its_planted_effects_show(shop_bundle):
 def test_the_job_scores_the_shop_and_refuses_tables_that_do_not_match(shop_bundle, shop_tables, tmp_path):
     root, data = shop_tables
     manifest = batch_recommend.run(["--bundle", shop_bundle, "--output", str(tmp_path), "--run-date", RUN_DATE])
-    recs = pd.read_parquet(tmp_path / outputs.RECOMMENDATIONS)
+    recs = published(tmp_path, outputs.RECOMMENDATIONS)
     assert recs["user_id"].nunique() == data.users.num_rows == manifest["user_count"]
     assert set(recs["item_id"]) <= set(data.items["item_id"].to_pylist())
     assert (recs.groupby("user_id").size() == 20).all()

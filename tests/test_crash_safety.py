@@ -1,0 +1,216 @@
+"""A bad night cannot hurt consumers: the real job and trainer killed (SIGKILL) at chosen points, then rerun.
+
+Each fault is injected with `RECSYS_FAULT=<point>` (`recsys_core/faults.py`) in a
+subprocess that dies as a killed machine would: no exception handler, no cleanup.
+"""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO
+
+from jobs import batch_recommend
+from recsys_core import outputs
+from recsys_core.data import DataError
+
+YESTERDAY, TODAY = "2026-11-21", "2026-11-22"
+JOB_FAULTS = ("job:read", "job:score", "job:write", "publish:before_pointer", "publish:before_latest")
+
+
+@pytest.fixture(scope="module")
+def warehouse(ml100k, tmp_path_factory):
+    """A Parquet export of 300 MovieLens users, their ratings and every item."""
+    root = tmp_path_factory.mktemp("warehouse")
+    users = ml100k.users.slice(0, 300)
+    pq.write_table(
+        ml100k.ratings.filter(pc.is_in(ml100k.ratings["user_id"], users["user_id"])), root / "interactions.parquet"
+    )
+    pq.write_table(users, root / "users.parquet")
+    pq.write_table(ml100k.items, root / "items.parquet")
+    return root
+
+
+def _flags(bundle, output, run_date, data, *extra):
+    return ["--bundle", bundle, "--output", str(output), "--run-date", run_date, "--data-source", "parquet",
+            "--data-path", str(data), "--reranker", "ranking", *extra]  # fmt: skip
+
+
+def _killed_job(flags, fault):
+    env = {**os.environ, "RECSYS_FAULT": fault}
+    done = subprocess.run([sys.executable, "-m", "jobs.batch_recommend", *flags], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, f"{fault}: exit {done.returncode}\n{done.stderr[-2000:]}"
+
+
+def _files(output, run_date):
+    """{path: sha256} of every file under any table's partition of `run_date`."""
+    found = {}
+    for table in outputs.PUBLISHED:
+        for path in (output / table / f"dt={run_date}").rglob("*"):
+            if path.is_file():
+                found[str(path.relative_to(output))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def _visible(output, run_date):
+    """What a reader following the contract sees for `run_date`: None, or the run_id of a complete run."""
+    try:
+        pointer = outputs.read_pointer(str(output), run_date)
+    except FileNotFoundError:
+        return None
+    for table, described in pointer["manifest"]["tables"].items():
+        for path, f in zip(pointer["files"][table], described["files"], strict=True):  # each file there, whole
+            assert hashlib.sha256((output / path).read_bytes()).hexdigest() == f["sha256"], (table, path)
+        assert outputs.read_published(str(output), table, run_date).num_rows == pointer["manifest"]["row_counts"][table]
+    return pointer["manifest"]["run_id"]
+
+
+def test_killed_nights_leave_yesterday_untouched_and_a_rerun_completes(ml100k_bundle, warehouse, tmp_path):
+    output, reference = tmp_path / "tables", tmp_path / "uninterrupted"
+    yesterday = batch_recommend.run(_flags(ml100k_bundle, output, YESTERDAY, warehouse))
+    before = _files(output, YESTERDAY)
+    pointer_before = (output / "_published" / f"dt={YESTERDAY}.json").read_bytes()
+    expected = batch_recommend.run(_flags(ml100k_bundle, reference, TODAY, warehouse))
+
+    outcomes = {}
+    for fault in JOB_FAULTS:
+        _killed_job(_flags(ml100k_bundle, output, TODAY, warehouse), fault)
+        assert _files(output, YESTERDAY) == before, fault  # yesterday's files, byte for byte
+        assert (output / "_published" / f"dt={YESTERDAY}.json").read_bytes() == pointer_before, fault
+        assert _visible(output, YESTERDAY) == yesterday["run_id"], fault
+        today = _visible(output, TODAY)  # nothing, or the complete new run: never a part of one
+        assert today in (None, expected["run_id"]), fault
+        latest = outputs.read_pointer(str(output))["manifest"]["run_id"]
+        outcomes[fault] = (today, latest)
+    assert outcomes["publish:before_pointer"] == (None, yesterday["run_id"])
+    assert outcomes["publish:before_latest"] == (expected["run_id"], yesterday["run_id"])  # date visible, not latest
+
+    # Rerunning yesterday, killed before its pointer moves: yesterday stays the complete old run.
+    _killed_job(_flags(ml100k_bundle, output, YESTERDAY, warehouse), "publish:before_pointer")
+    assert _files(output, YESTERDAY).items() >= before.items()
+    assert _visible(output, YESTERDAY) == yesterday["run_id"]
+
+    # A plain rerun completes; its output equals an uninterrupted run's, file for file and byte for byte.
+    again = batch_recommend.run(_flags(ml100k_bundle, output, TODAY, warehouse))
+    assert batch_recommend.manifest_hash(again) == batch_recommend.manifest_hash(expected)
+    assert _visible(output, TODAY) == expected["run_id"] and outputs.read_pointer(str(output))["run_date"] == TODAY
+    # The killed runs' files are gone; their records say they were killed.
+    records = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
+    assert sorted(r["status"] for r in records) == ["killed"] * 6 + ["succeeded"] * 2
+    versions = {p.name for p in (output / outputs.RECOMMENDATIONS / f"dt={TODAY}").iterdir()}
+    pointer = outputs.read_pointer(str(output), TODAY)
+    assert versions <= {f"v={pointer['version']}", f"v={pointer['replaces']}"}
+
+
+def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tmp_path):
+    first = batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, warehouse))
+    assert batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, warehouse)) == first  # rerun in place
+    second = batch_recommend.run(
+        _flags(
+            ml100k_bundle,
+            tmp_path / "b",
+            TODAY,
+            warehouse,
+            "--direct_num_workers",
+            "2",
+            "--direct_running_mode",
+            "multi_processing",
+            "--item-shard-size",
+            "400",
+        )  # fmt: skip
+    )
+    assert first == second and batch_recommend.manifest_hash(first) == batch_recommend.manifest_hash(second)
+    for table in outputs.PUBLISHED:
+        files = [outputs.published_files(str(tmp_path / root), table) for root in ("a", "b")]
+        assert len(files[0]) == len(files[1]) > 0
+        for a, b in zip(*files, strict=True):
+            assert open(a, "rb").read() == open(b, "rb").read(), (a, b)
+
+
+def test_an_empty_interactions_table_publishes_nothing(ml100k, ml100k_bundle, warehouse, tmp_path):
+    data = tmp_path / "empty"
+    data.mkdir()
+    for table in ("users", "items"):
+        (data / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
+    pq.write_table(ml100k.ratings.slice(0, 0), data / "interactions.parquet")
+    with pytest.raises(DataError, match="interactions.parquet has no rows"):
+        batch_recommend.run(_flags(ml100k_bundle, tmp_path / "out", TODAY, data))
+    assert not (tmp_path / "out" / "_published").exists()
+
+
+def test_a_near_empty_night_fails_the_gate_and_says_why(ml100k, ml100k_bundle, warehouse, tmp_path):
+    """Ten interactions for 300 users: nearly everyone would get the popularity fallback."""
+    data = tmp_path / "thin"
+    data.mkdir()
+    for table in ("users", "items"):
+        (data / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
+    pq.write_table(pq.read_table(warehouse / "interactions.parquet").slice(0, 10), data / "interactions.parquet")
+    output = tmp_path / "out"
+    yesterday = batch_recommend.run(_flags(ml100k_bundle, output, YESTERDAY, warehouse))
+    with pytest.raises(DataError, match=r"publish gate.*of users get the popularity fallback"):
+        batch_recommend.run(_flags(ml100k_bundle, output, TODAY, data))
+    assert _visible(output, TODAY) is None
+    assert outputs.read_pointer(str(output))["manifest"]["run_id"] == yesterday["run_id"]  # latest unchanged
+    [gated] = [json.loads(p.read_text()) for p in (output / "_runs").iterdir() if "gated" in p.read_text()]
+    assert gated["status"] == "gated" and "--max-fallback-share 0.5" in gated["reason"]
+    assert gated["counters"]["fallback_users"] > 250
+    # A floor on the bundle's offline metrics is a gate too.
+    with pytest.raises(DataError, match="the bundle has no metric 'retrieval.no_such_metric'"):
+        batch_recommend.run(
+            _flags(ml100k_bundle, output, TODAY, warehouse, "--min-bundle-metric", "retrieval.no_such_metric=0.1")
+        )
+
+
+def test_a_bundle_trained_on_other_features_is_refused_before_any_work(ml100k_bundle, tmp_path):
+    from recsys_core.data.shop import synthetic_shop
+
+    shop = synthetic_shop(50, 40, 6, seed=1)
+    data = tmp_path / "shop"
+    data.mkdir()
+    for name, table in (("interactions", shop.ratings), ("users", shop.users), ("items", shop.items)):
+        pq.write_table(table, data / f"{name}.parquet")
+    with pytest.raises(DataError, match=r"users\.parquet.*(user_gender|raw_user_age|bucketized_user_age)"):
+        batch_recommend.run(_flags(ml100k_bundle, tmp_path / "out", TODAY, data))
+    assert not (tmp_path / "out" / "_published").exists()
+    [record] = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").iterdir()]
+    assert record["status"] == "failed" and "users.parquet" in record["reason"]
+
+
+def test_a_killed_training_run_resumes_from_its_checkpoint(tmp_path):
+    """Killed half-way through the ranking model's second epoch, after the retrieval model finished."""
+    runs = tmp_path / "runs"
+    command = [sys.executable, "train.py", "--experiment", "smoke", "--models", "retrieval,ranking", "--epochs",
+               "4", "--override", "training.refit=false", "--output-dir", str(runs), "--verbose", "0"]  # fmt: skip
+    env = {**os.environ, "RECSYS_FAULT": "train:ranking"}
+    killed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not (runs / "LATEST").exists()  # no bundle, not even a partial one, is visible
+    [resume] = list(runs.glob(".resume-*"))
+    assert json.loads((resume / "retrieval" / "epochs.json").read_text())["finished"]
+    assert json.loads((resume / "ranking" / "epochs.json").read_text())["epochs"].keys() == {"0"}
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "retrieval: trained by an interrupted run" in done.stderr
+    assert "ranking: resuming after epoch 1" in done.stderr
+    bundle = runs / (runs / "LATEST").read_text()
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert metrics["ranking"]["epochs_run"] == 4  # the epoch before the kill counts, and is not run again
+    assert metrics["ranking"]["rmse"] < metrics["baselines"]["user_item_bias"]["global_mean_rmse"]
+    assert metrics["retrieval"]["factorized_top_10"] > 0.2  # restored, not untrained (chance: 10 / 120 = 0.08)
+    assert sorted(p.name for p in runs.iterdir()) == sorted([bundle.name, "LATEST"])  # no backup, no partial bundle
+
+
+def test_a_nan_loss_stops_training_with_a_message_and_no_bundle(tmp_path, capsys):
+    import train
+
+    args = ["--experiment", "smoke", "--models", "retrieval", "--epochs", "2", "--learning-rate", "1e30"]
+    assert train.main(args + ["--output-dir", str(tmp_path), "--verbose", "0"]) == 1
+    assert "training loss became NaN" in capsys.readouterr().err
+    assert not (tmp_path / "LATEST").exists() and not [p for p in tmp_path.iterdir() if "incomplete" in p.name]
