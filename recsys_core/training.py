@@ -347,8 +347,9 @@ class _Resumable(tf.keras.callbacks.Callback):
     restored its best) and `finished`. Built over an existing backup, it restores
     the weights (as the variables are created): `fit(initial_epoch=self.epochs)`
     continues a fit, and a finished one is not fitted again. Epoch hooks only
-    (Keras's `BackupAndRestore` also hooks every batch, which halves the speed of
-    small models); early stopping's patience starts again after a resume.
+    (Keras's `BackupAndRestore` adds a Python call after every batch and wants
+    the model built before `fit`); early stopping's patience starts again after a
+    resume.
     """
 
     def __init__(self, directory: str | None, model: tf.keras.Model) -> None:
@@ -397,8 +398,8 @@ class _Resumable(tf.keras.callbacks.Callback):
 
 
 class _StopOnNaN(tf.keras.callbacks.Callback):
-    """Stops the fit at the end of an epoch whose loss is NaN (Keras's `TerminateOnNaN` hooks every batch,
-    which halves the speed of small models)."""
+    """Stops the fit at the end of an epoch whose loss is NaN (Keras's `TerminateOnNaN` adds a Python call
+    after every batch)."""
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         if np.isnan((logs or {}).get("loss", 0.0)):
