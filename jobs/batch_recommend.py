@@ -199,7 +199,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
         files = _read_files_list(settings, version)
         manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
-        record["manifest_sha256"] = manifest_hash(manifest)
+        record["manifest_sha256"] = publish.manifest_hash(manifest)
         paths = {table: [f["path"] for f in files if f["table"] == table] for table in PUBLISHED}
         publish.publish(settings.output, settings.run_date, version, manifest, paths)
     except BaseException as error:
@@ -228,11 +228,6 @@ def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
     return f"{settings.run_date}-{digest[:12]}"
-
-
-def manifest_hash(manifest: dict) -> str:
-    """sha256 of the manifest's canonical JSON: equal for equal runs."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _output_parameters(settings: JobSettings) -> dict:

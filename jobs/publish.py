@@ -23,6 +23,7 @@ a time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
@@ -47,8 +48,9 @@ def shuffle_directory(root: str, version: str) -> str:
     return FileSystems.join(root, STAGING, version, "_shuffle")
 
 
-def read_pointer(root: str, name: str) -> dict | None:
-    """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None."""
+def _current(root: str, name: str) -> dict | None:
+    """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None (readers:
+    `recsys_core.outputs.read_pointer`, which needs no Beam)."""
     path = FileSystems.join(root, PUBLISHED_DIR, name)
     if not FileSystems.exists(path):
         return None
@@ -65,21 +67,27 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
     Returns the pointer written. The version it replaces is named in it
     (`replaces`), so its files survive until the next run's garbage collection.
     """
-    previous = read_pointer(root, f"dt={run_date}.json")
+    previous = _current(root, f"dt={run_date}.json")
     pointer = {
         "run_date": run_date,
         "version": version,
         "files": files,
         "manifest": manifest,
+        "manifest_sha256": manifest_hash(manifest),
         "replaces": previous["version"] if previous else None,
     }
     fault_point("publish:before_pointer")
     write_json_atomically(pointer_path(root, run_date), pointer)
     fault_point("publish:before_latest")
-    latest = read_pointer(root, LATEST)
+    latest = _current(root, LATEST)
     if latest is None or latest["run_date"] <= run_date:
         write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST), pointer)
     return pointer
+
+
+def manifest_hash(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON: equal for equal runs."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def write_json_atomically(path: str, value: dict) -> None:

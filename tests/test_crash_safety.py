@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 
-from jobs import batch_recommend
+from jobs import batch_recommend, publish
 from recsys_core import outputs
 from recsys_core.data import DataError
 
@@ -99,7 +99,7 @@ def test_killed_nights_leave_yesterday_untouched_and_a_rerun_completes(ml100k_bu
 
     # A plain rerun completes; its output equals an uninterrupted run's, file for file and byte for byte.
     again = batch_recommend.run(_flags(ml100k_bundle, output, TODAY, warehouse))
-    assert batch_recommend.manifest_hash(again) == batch_recommend.manifest_hash(expected)
+    assert publish.manifest_hash(again) == publish.manifest_hash(expected)
     assert _visible(output, TODAY) == expected["run_id"] and outputs.read_pointer(str(output))["run_date"] == TODAY
     # The killed runs' files are gone; their records say they were killed.
     records = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
@@ -126,7 +126,7 @@ def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tm
             "400",
         )  # fmt: skip
     )
-    assert first == second and batch_recommend.manifest_hash(first) == batch_recommend.manifest_hash(second)
+    assert first == second and publish.manifest_hash(first) == publish.manifest_hash(second)
     for table in outputs.PUBLISHED:
         files = [outputs.published_files(str(tmp_path / root), table) for root in ("a", "b")]
         assert len(files[0]) == len(files[1]) > 0
