@@ -69,7 +69,10 @@ def top_k_unseen(
             scores, indices = _top_k_excluding(block_queries, shard, tf.reshape(pairs, [-1, 2]), shard_k)
             partial_scores.append(scores.numpy())
             partial_indices.append(indices.numpy() + offset)
-        scores, indices = _merge(np.concatenate(partial_scores, axis=1), np.concatenate(partial_indices, axis=1), k)
+        if len(shards) == 1:
+            scores, indices = partial_scores[0], partial_indices[0]
+        else:
+            scores, indices = _merge(np.concatenate(partial_scores, axis=1), np.concatenate(partial_indices, axis=1), k)
         all_scores.append(scores)
         all_indices.append(indices)
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)
@@ -88,9 +91,10 @@ def _shard_bounds(num_items: int, shard_size: int | None) -> list[tuple[int, int
 
 
 def _merge(scores: np.ndarray, indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k best of the shards' lists `[rows, shards * k]`, best first, ties to the lower item index."""
-    if scores.shape[1] == k:
-        return scores, indices
+    """Per row, the k best of the shards' lists `[rows, sum of shard k]`, best first, ties to the lower item index.
+
+    Always sorts: the shards' lists together may hold exactly k entries and still be out of order.
+    """
     order = np.lexsort((indices, -scores), axis=1)[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(indices, order, axis=1)
 

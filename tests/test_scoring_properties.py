@@ -6,7 +6,7 @@ ties included.
 """
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -41,8 +41,17 @@ def _reference(queries, items, seen, k):
     return expected
 
 
-@settings(max_examples=150, deadline=None)
+_BEST_IN_THE_SECOND_SHARD = (  # found by hypothesis: two shards whose lists held exactly k entries went unsorted
+    np.ones((1, 1), np.float32),
+    np.array([[0.0]] + [[1.0]] * 31, np.float32),
+    [np.array([], np.int64)],
+    32,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)  # the same cases on every run: CI does not flake
 @given(problems(), st.sampled_from([None, 16, 23]), st.sampled_from([1024, 3]))
+@example(_BEST_IN_THE_SECOND_SHARD, 16, 1024)
 def test_top_k_unseen_is_the_exact_unseen_top_k(problem, shard_size, block_size):
     queries, items, seen, k = problem
     scores, indices = top_k_unseen(queries, items, seen, k, block_size=block_size, shard_size=shard_size)
@@ -57,7 +66,7 @@ def test_top_k_unseen_is_the_exact_unseen_top_k(problem, shard_size, block_size)
     np.testing.assert_array_equal(indices, _reference(queries, items, seen, k))  # ties to the lower index
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(st.data())
 def test_rerank_orders_by_score_then_retrieval_then_item(data):
     rows, k = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 12))
