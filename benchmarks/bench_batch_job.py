@@ -7,7 +7,10 @@ For each scenario it trains a small bundle (one epoch of retrieval and ranking;
 the job's cost does not depend on model quality), then runs
 `jobs.batch_recommend` on the DirectRunner and, in the same process, the
 in-process kernel (`recsys_core.recommend` over the same user blocks, no Beam).
-Reports users/s for both (median of --repeats) and their ratio.
+Reports users/s for both (median of --repeats) and their ratio, the kernel's
+seconds per stage (query tower, top-K, re-rank, rows; from the median run), and
+the top-K's GFLOP/s as a share of a large fp32 `tf.matmul` measured in the same
+run (the machine's practical peak).
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import tempfile
 import time
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+
+# isort: split
+import tensorflow as tf
 
 # isort: split
 from jobs import batch_recommend
@@ -58,15 +64,29 @@ def job_users_per_second(bundle: str, output: str, extra: list[str]) -> tuple[fl
     return manifest["user_count"] / record["timings_seconds"]["located_to_scored"], manifest
 
 
-def kernel_users_per_second(bundle: str, data, top_k: int = 100, final_k: int = 20) -> float:
-    """The job's per-block work without Beam: load, embed items, then every user block."""
+def kernel_users_per_second(bundle: str, data, top_k: int = 100, final_k: int = 20) -> tuple[float, dict]:
+    """The job's per-block work without Beam: load, embed items, then every user block; users/s and stage seconds."""
     started = time.perf_counter()
     scorer = BundleScorer(bundle)
     index = build_item_index(scorer, data.items, item_counts(data.ratings, data.items["item_id"]))
     settings = RecommendSettings(top_k, final_k, "ranking", timestamp=1_795_000_000, run_id="bench")
+    stages = {"load_and_items": time.perf_counter() - started}
     for block in user_blocks(data.users, data.ratings, data.items, block_size=1024):
-        recommend_block(scorer, block, index, settings)
-    return data.users.num_rows / (time.perf_counter() - started)
+        recommend_block(scorer, block, index, settings, seconds=stages)
+    stages["dim"] = index.embeddings.shape[1]
+    return data.users.num_rows / (time.perf_counter() - started), stages
+
+
+def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of an `[n, n] @ [n, n]` fp32 `tf.matmul`, median of `repeats` after a warm-up."""
+    a, b = tf.random.normal([n, n]), tf.random.normal([n, n])
+    tf.matmul(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        tf.matmul(a, b).numpy()
+        times.append(time.perf_counter() - started)
+    return 2 * n**3 / statistics.median(times) / 1e9
 
 
 def main() -> None:
@@ -80,22 +100,37 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             bundle = train_bundle(SCENARIOS[name], os.path.join(scratch, "runs"))
             data = load_data(SCENARIOS[name])
-            kernel = [kernel_users_per_second(bundle, data) for _ in range(args.repeats)]
+            peak = matmul_peak_gflops()
+            kernel_runs = sorted(kernel_users_per_second(bundle, data) for _ in range(args.repeats))
+            kernel, stages = kernel_runs[len(kernel_runs) // 2]
             job = [job_users_per_second(bundle, os.path.join(scratch, f"out{i}"), [])[0] for i in range(args.repeats)]
+            users, items, dim = data.users.num_rows, data.items.num_rows, stages.pop("dim")
+            top_k_gflops = 2 * users * items * dim / stages["top_k"] / 1e9
             result = {
-                "users": data.users.num_rows,
-                "items": data.items.num_rows,
+                "users": users,
+                "items": items,
                 "job_users_per_second": statistics.median(job),
-                "kernel_users_per_second": statistics.median(kernel),
+                "kernel_users_per_second": kernel,
                 "job_runs": job,
-                "kernel_runs": kernel,
+                "kernel_runs": [r[0] for r in kernel_runs],
+                "kernel_stage_seconds": stages,
+                "matmul_peak_gflops": peak,
+                "top_k_gflops": top_k_gflops,
+                "top_k_share_of_peak": top_k_gflops / peak,
             }
             result["job_over_kernel"] = result["job_users_per_second"] / result["kernel_users_per_second"]
             if args.multi_process:
                 flags = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
                 result["job_2_workers_users_per_second"] = job_users_per_second(bundle, f"{scratch}/mp", flags)[0]
             results[name] = result
-            print(json.dumps({name: result}, indent=2), flush=True)
+            print(json.dumps({name: result}), flush=True)
+    print(f"\n{'scenario':<32} {'job u/s':>9} {'kernel u/s':>11} {'ratio':>6} {'top-K % peak':>13}  kernel stages (s)")
+    for name, r in results.items():
+        stages = ", ".join(f"{stage} {seconds:.1f}" for stage, seconds in r["kernel_stage_seconds"].items())
+        print(
+            f"{name:<32} {r['job_users_per_second']:>9.0f} {r['kernel_users_per_second']:>11.0f} "
+            f"{r['job_over_kernel']:>6.2f} {100 * r['top_k_share_of_peak']:>12.1f}%  {stages}"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -187,20 +188,31 @@ def query_inputs(
 
 
 def recommend_block(
-    scorer: BundleScorer, block: UserBlock, index: ItemIndex, settings: RecommendSettings
+    scorer: BundleScorer,
+    block: UserBlock,
+    index: ItemIndex,
+    settings: RecommendSettings,
+    seconds: dict[str, float] | None = None,
 ) -> tuple[pa.Table, pa.Table, dict[str, int]]:
     """Top-K unseen items per user by the two towers, re-ranked, cut to `final_k`.
 
     Users the model cannot serve (an id unknown to the bundle, or no history)
     get the most popular unseen items, labelled `popularity_fallback`.
 
+    Args:
+        seconds: if given, each stage's time is added to it: `query_tower`, `top_k`
+            (fallbacks included), `rerank` (the ranking signature) and `rows` (blend,
+            order, output tables).
+
     Returns:
         recommendations (`outputs.RECOMMENDATIONS_SCHEMA`), user embeddings
         (`outputs.USER_EMBEDDINGS_SCHEMA`), and counts for Beam counters.
     """
+    clock = _StageClock(seconds)
     user_ids = block.users[USER_ID].combine_chunks()
     query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
     queries = scorer.embed_users(query)
+    clock.lap("query_tower")
     retrieval_scores, candidates = top_k_unseen(
         queries, index.embeddings, block.seen, settings.top_k, shard_size=settings.item_shard_size
     )
@@ -209,6 +221,7 @@ def recommend_block(
     if fallback.any():
         seen = [s for s, unserved in zip(block.seen, fallback, strict=True) if unserved]
         retrieval_scores[fallback], candidates[fallback] = top_k_popular_unseen(index.popularity, seen, settings.top_k)
+    clock.lap("top_k")
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
     if settings.reranker != "none":
         rows, cols = np.nonzero(servable[:, None] & (candidates >= 0))
@@ -218,6 +231,7 @@ def recommend_block(
             rows,
             index.items.take(pa.array(candidates[rows, cols])),
         )
+    clock.lap("rerank")
     valid = candidates >= 0
     popularity = np.where(valid, index.popularity[candidates], 0.0)
     scores = blend(
@@ -245,7 +259,21 @@ def recommend_block(
         "items_excluded": int(sum(len(s) for s in block.seen)),
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
     }
+    clock.lap("rows")
     return recommendations, embeddings, counts
+
+
+class _StageClock:
+    """Adds the time since the previous lap to `seconds[stage]` (nothing without `seconds`)."""
+
+    def __init__(self, seconds: dict[str, float] | None) -> None:
+        self._seconds, self._last = seconds, time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self._seconds is not None:
+            now = time.perf_counter()
+            self._seconds[stage] = self._seconds.get(stage, 0.0) + now - self._last
+            self._last = now
 
 
 def similar_items(

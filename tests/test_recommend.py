@@ -53,6 +53,11 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
         assert all(score is None for score in by_user[user]["ranking_score"])
         assert by_user[user]["rank"] == list(range(1, 11))
     assert embeddings.num_rows == 3
+    # Timing the stages changes nothing, and accounts for every stage.
+    seconds = {}
+    timed, _, timed_counts = recommend_block(scorer, block, index, _settings(), seconds=seconds)
+    assert timed.equals(recs) and timed_counts == counts
+    assert set(seconds) == {"query_tower", "top_k", "rerank", "rows"} and min(seconds.values()) > 0
 
 
 def test_blocks_carry_every_rated_item_once_and_heavy_users_make_smaller_blocks(ml100k):
