@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import os
 import uuid
 
@@ -25,85 +26,65 @@ class RecommendOptions(PipelineOptions):
         # Not `required`: Beam parses every registered options class whenever any options are viewed.
         parser.add_argument("--bundle", help="bundle directory, or a training output dir with LATEST (required)")
         parser.add_argument("--output", help="root of the output tables, local path or gs:// (required)")
-        parser.add_argument("--run_date", "--run-date", dest="run_date", help="partition date YYYY-MM-DD (today)")
-        parser.add_argument("--data_source", "--data-source", dest="data_source", default=None, choices=DATA_SOURCES)
-        parser.add_argument("--data_path", "--data-path", dest="data_path", default=None)
-        parser.add_argument("--tfds_name", "--tfds-name", dest="tfds_name", default=None)
-        parser.add_argument("--top_k", "--top-k", dest="top_k", type=int, default=100, help="retrieval depth")
-        parser.add_argument("--final_k", "--final-k", dest="final_k", type=int, default=20, help="rows per user")
+        option = functools.partial(_option, parser)
+        option("run_date", help="partition date YYYY-MM-DD (today)")
+        option("data_source", choices=DATA_SOURCES)
+        option("data_path")
+        option("tfds_name")
+        option("top_k", type=int, default=100, help="retrieval depth")
+        option("final_k", type=int, default=20, help="rows per user")
         parser.add_argument(
             "--reranker", default="auto", help="auto (the bundle's choice), ranking, dlrm, dcn, multitask or none"
         )
-        parser.add_argument(
-            "--blend_weight",
-            "--blend-weight",
-            dest="blend_weight",
+        option(
+            "blend_weight",
             type=float,
-            default=None,
             help="weight of the re-ranker in the final order, 0..1 (default: the bundle's choice for that re-ranker)",
         )
-        parser.add_argument(
-            "--popularity_weight",
-            "--popularity-weight",
-            dest="popularity_weight",
+        option(
+            "popularity_weight",
             type=float,
-            default=None,
             help="weight of the items' popularity in the final order, >= 0 (default: the bundle's choice)",
         )
-        parser.add_argument("--block_size", "--block-size", dest="block_size", type=int, default=1024)
-        parser.add_argument(
-            "--max_seen_per_block",
-            "--max-seen-per-block",
-            dest="max_seen_per_block",
+        option("block_size", type=int, default=1024)
+        option(
+            "max_seen_per_block",
             type=int,
             default=200_000,
             help="most seen items in one block of users: heavy users make smaller blocks",
         )
-        parser.add_argument(
-            "--item_shard_size",
-            "--item-shard-size",
-            dest="item_shard_size",
+        option(
+            "item_shard_size",
             type=int,
-            default=None,
             help="score the catalogue in shards of at most this many items, merging their top-K (same lists)",
         )
-        parser.add_argument(
-            "--max_bad_share",
-            "--max-bad-share",
-            dest="max_bad_share",
+        option(
+            "max_bad_share",
             type=float,
             default=0.01,
             help="largest share of invalid rows in any input table before the run fails (default 0.01)",
         )
-        parser.add_argument("--similar_k", "--similar-k", dest="similar_k", type=int, default=20)
-        parser.add_argument(
-            "--min_full_list_share",
-            "--min-full-list-share",
-            dest="min_full_list_share",
+        option("similar_k", type=int, default=20)
+        option(
+            "min_full_list_share",
             type=float,
             default=Gate.min_full_list_share,
             help="publish gate: least share of users with --final-k items",
         )
-        parser.add_argument(
-            "--max_fallback_share",
-            "--max-fallback-share",
-            dest="max_fallback_share",
+        option(
+            "max_fallback_share",
             type=float,
             default=Gate.max_fallback_share,
             help="publish gate: largest share of users served by the popularity fallback",
         )
-        parser.add_argument(
-            "--min_distinct_items",
-            "--min-distinct-items",
-            dest="min_distinct_items",
+        option(
+            "min_distinct_items",
             type=int,
             default=Gate.min_distinct_items,
             help="publish gate: fewest distinct items over all lists",
         )
-        parser.add_argument(
-            "--min_bundle_metric",
-            "--min-bundle-metric",
-            dest="min_bundle_metric",
+        option(
+            "min_bundle_metric",
             action="append",
             default=[],
             help="publish gate: PATH=VALUE, a floor on the bundle's offline metric PATH (dotted), repeatable",
@@ -116,6 +97,11 @@ class RecommendOptions(PipelineOptions):
             "the DirectRunner's memory flat), beam (a GroupByKey, for Dataflow's shuffle) or auto (files on the "
             "DirectRunner, beam elsewhere)",
         )
+
+
+def _option(parser, name: str, **kwargs) -> None:
+    """`--name_with_underscores` (Beam's spelling) and `--name-with-dashes`, both into `name`."""
+    parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, **kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
