@@ -16,8 +16,6 @@ rows: the workers read, check and group them.
 from __future__ import annotations
 
 import datetime
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -55,6 +53,7 @@ from recsys_core import outputs
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 from recsys_core.export import bundle_schema
+from recsys_core.fingerprint import json_sha256
 from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID
 from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
@@ -226,8 +225,7 @@ def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
         "run_date": settings.run_date,
         "schema_version": outputs.SCHEMA_VERSION,
     }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{settings.run_date}-{digest[:12]}"
+    return f"{settings.run_date}-{json_sha256(identity)[:12]}"
 
 
 def _output_parameters(settings: JobSettings) -> dict:
@@ -279,8 +277,7 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
 
 def _read_files_list(settings: JobSettings, version: str) -> list[dict]:
     """The files the pipeline wrote, `{table, path, rows, sha256}` each, in path order."""
-    with FileSystems.open(files_list(settings.output, version)) as handle:
-        return sorted(json.loads(handle.read())["files"], key=lambda f: f["path"])
+    return sorted(publish.read_json(files_list(settings.output, version))["files"], key=lambda f: f["path"])
 
 
 def _fallback_share(counters: dict) -> float:

@@ -23,7 +23,6 @@ a time.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import uuid
@@ -31,6 +30,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from recsys_core.faults import fault_point
+from recsys_core.fingerprint import json_sha256
 from recsys_core.outputs import LATEST, PUBLISHED_DIR, pointer_path
 
 RUNS = "_runs"
@@ -48,14 +48,16 @@ def shuffle_directory(root: str, version: str) -> str:
     return FileSystems.join(root, STAGING, version, "_shuffle")
 
 
+def read_json(path: str) -> dict:
+    with FileSystems.open(path) as handle:
+        return json.loads(handle.read())
+
+
 def _current(root: str, name: str) -> dict | None:
     """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None (readers:
     `recsys_core.outputs.read_pointer`, which needs no Beam)."""
     path = FileSystems.join(root, PUBLISHED_DIR, name)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path) as handle:
-        return json.loads(handle.read())
+    return read_json(path) if FileSystems.exists(path) else None
 
 
 def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[str, list[str]]) -> dict:
@@ -87,7 +89,7 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
 
 def manifest_hash(manifest: dict) -> str:
     """sha256 of the manifest's canonical JSON: equal for equal runs."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(manifest)
 
 
 def write_json_atomically(path: str, value: dict) -> None:
@@ -110,11 +112,7 @@ def previous_record(root: str) -> dict | None:
 
 
 def _records(root: str) -> list[dict]:
-    records = []
-    for metadata in FileSystems.match([FileSystems.join(root, RUNS, "*.json")])[0].metadata_list:
-        with FileSystems.open(metadata.path) as handle:
-            records.append(json.loads(handle.read()))
-    return records
+    return [read_json(m.path) for m in FileSystems.match([FileSystems.join(root, RUNS, "*.json")])[0].metadata_list]
 
 
 def discard(root: str, version: str, tables: tuple[str, ...], run_date: str) -> None:
@@ -137,8 +135,7 @@ def collect_garbage(root: str, tables: tuple[str, ...]) -> list[str]:
     the one it replaced), and marks killed runs' records `killed`. Returns what was removed."""
     kept = set()
     for metadata in FileSystems.match([FileSystems.join(root, PUBLISHED_DIR, "dt=*.json")])[0].metadata_list:
-        with FileSystems.open(metadata.path) as handle:
-            pointer = json.loads(handle.read())
+        pointer = read_json(metadata.path)
         kept |= {pointer["version"], pointer["replaces"]}
     leftovers = set()
     for table in tables:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from recsys_core.data.splits import split
 from recsys_core.distribute import is_chief, make_strategy, split_cpu
 from recsys_core.features.arrays import feature_arrays, item_inputs
 from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
+from recsys_core.fingerprint import json_sha256
 from recsys_core.models.builders import build_model, build_optimizer
 from recsys_core.registry import RATING_MODELS, TOWER_MODELS
 from recsys_core.schema import ITEM_ID, RATING, FeatureSchema
@@ -206,8 +206,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
 
 def _resume_directory(root: str, config: ExperimentConfig, lineage: dict) -> str:
     """Where the fits back themselves up: the same for the same command on the same data, so a rerun resumes."""
-    key = json.dumps({"config": config.to_dict(), "data": lineage}, sort_keys=True, default=str)
-    return os.path.join(root, f".resume-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
+    return os.path.join(root, f".resume-{json_sha256({'config': config.to_dict(), 'data': lineage})[:12]}")
 
 
 def _remove_incomplete_bundles(root: str) -> None:
