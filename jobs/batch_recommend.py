@@ -58,7 +58,6 @@ from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID
 from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
 
-PUBLISHED = outputs.PUBLISHED
 log = logging.getLogger("batch_recommend")
 
 
@@ -173,7 +172,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             publish.write_record(settings.output, record)
 
     if not dry_run:
-        publish.collect_garbage(settings.output, PUBLISHED)
+        publish.collect_garbage(settings.output, outputs.PUBLISHED)
     save(status="running")
     version = None
     try:
@@ -199,11 +198,11 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         files = _read_files_list(settings, version)
         manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
         record["manifest_sha256"] = publish.manifest_hash(manifest)
-        paths = {table: [f["path"] for f in files if f["table"] == table] for table in PUBLISHED}
+        paths = {table: [f["path"] for f in files if f["table"] == table] for table in outputs.PUBLISHED}
         publish.publish(settings.output, settings.run_date, version, manifest, paths)
     except BaseException as error:
         if version and not dry_run:
-            publish.discard(settings.output, version, PUBLISHED, settings.run_date)
+            publish.discard(settings.output, version, outputs.PUBLISHED, settings.run_date)
         status = "gated" if isinstance(error, gate.GateError) else "failed"
         save(status=status, reason=f"{type(error).__name__}: {error}", finished_at=_now())
         raise
@@ -261,11 +260,11 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
                     if f["table"] == name
                 ],
             }
-            for name in PUBLISHED
+            for name in outputs.PUBLISHED
         },
-        "row_counts": {name: counters.get(f"rows_written_{name}", 0) for name in PUBLISHED},
+        "row_counts": {name: counters.get(f"rows_written_{name}", 0) for name in outputs.PUBLISHED},
         "input_rows": input_rows,
-        "user_count": counters.get("users_scored", 0) + counters.get("fallback_users", 0),
+        "user_count": gate.users_served(counters),
         "item_count": counters.get(f"rows_written_{outputs.ITEM_EMBEDDINGS}", 0),
         "model": {"bundle": settings.bundle, "bundle_version": settings.manifest["bundle_version"]},
         "data_lineage": inputs.lineage,
@@ -281,8 +280,7 @@ def _read_files_list(settings: JobSettings, version: str) -> list[dict]:
 
 
 def _fallback_share(counters: dict) -> float:
-    users = counters.get("users_scored", 0) + counters.get("fallback_users", 0)
-    return counters.get("fallback_users", 0) / max(users, 1)
+    return counters.get("fallback_users", 0) / max(gate.users_served(counters), 1)
 
 
 def _warn_on_unknown_users(previous: dict | None, record: dict) -> None:

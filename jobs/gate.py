@@ -40,9 +40,14 @@ def parse_metric_floors(values: list[str]) -> dict[str, float]:
     return floors
 
 
+def users_served(counters: dict[str, int]) -> int:
+    """Users given a list: by the model or by the popularity fallback."""
+    return counters.get("users_scored", 0) + counters.get("fallback_users", 0)
+
+
 def failures(gate: Gate, counters: dict[str, int], bundle_metrics: dict) -> list[str]:
     """Every check the run fails, each as a sentence with the figure and the threshold (empty: publish)."""
-    users = counters.get("users_scored", 0) + counters.get("fallback_users", 0)
+    users = users_served(counters)
     if not users:
         return ["no user was scored: the inputs have no users"]
     found = []

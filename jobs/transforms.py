@@ -48,6 +48,7 @@ from recsys_core.validation import (
 )
 
 NAMESPACE = "recsys"
+WHOLE_TABLE = "000000000"  # the file name of a table written as one file (item embeddings, dead letters)
 DEAD = "dead"
 _SCORERS = Shared()  # one loaded bundle per worker process, whatever the number of DoFn instances
 
@@ -312,10 +313,6 @@ class _RecommendFn(_WithBundle):
     def __init__(self, bundle: str, settings: RecommendSettings) -> None:
         super().__init__(bundle)
         self._settings = settings
-        self._counters = {
-            name: Metrics.counter(NAMESPACE, name)
-            for name in ("users_scored", "fallback_users", "items_excluded", "users_short_of_final_k", "nan_scores")
-        }
 
     def setup(self) -> None:
         super().setup()
@@ -332,9 +329,8 @@ class _RecommendFn(_WithBundle):
             self._with_popularity = cached
         index = cached[2]
         recommendations, embeddings, counts = recommend_block(self.scorer, block, index, self._settings)
-        for counter, value in counts.items():
-            self._counters[counter].inc(value)
-        self._counters["nan_scores"].inc(int(pc.sum(pc.is_nan(recommendations["score"])).as_py() or 0))
+        for counter, value in counts.items():  # users_scored, fallback_users, ..., nan_scores
+            _counter(counter).inc(value)
         yield name, recommendations
         yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, (name, embeddings))
 
@@ -394,7 +390,7 @@ class ItemEmbeddings(beam.PTransform):
     def expand(self, index):
         return index | "ToTable" >> beam.Map(
             lambda i, version: (
-                "000000000",
+                WHOLE_TABLE,
                 outputs.embeddings_table(outputs.ITEM_EMBEDDINGS_SCHEMA, i.items["item_id"], i.embeddings, version),
             ),
             self._version,
@@ -447,7 +443,7 @@ class WriteTable(beam.PTransform):
 def _sorted_dead_letters(tables: list[pa.Table]) -> tuple[str, pa.Table]:
     """All dead letters in one table in a canonical row order (whatever order the workers produced them)."""
     dead = pa.concat_tables([outputs.SCHEMAS[outputs.DEAD_LETTER].empty_table(), *tables])
-    return "000000000", dead.sort_by([(name, "ascending") for name in dead.column_names])
+    return WHOLE_TABLE, dead.sort_by([(name, "ascending") for name in dead.column_names])
 
 
 class DeadLetters(beam.PTransform):

@@ -107,10 +107,6 @@ def similar_items_table(item_ids, ranks, similar_ids, scores, model_version: str
     )
 
 
-def partition(root: str, table: str, run_date: str) -> str:
-    return f"{root.rstrip('/')}/{table}/dt={run_date}"
-
-
 def pointer_path(root: str, run_date: str) -> str:
     return f"{root.rstrip('/')}/{PUBLISHED_DIR}/dt={run_date}.json"
 
@@ -134,10 +130,9 @@ def published_files(root: str, table: str, run_date: str | None = None) -> list[
 
 def read_published(root: str, table: str, run_date: str | None = None) -> pa.Table:
     """`table` as published for `run_date` (default: the latest date): exactly one complete run's rows."""
-    files = published_files(root, table, run_date)
-    filesystem, _ = pyarrow.fs.FileSystem.from_uri(_uri(files[0]))
-    inner = [pyarrow.fs.FileSystem.from_uri(_uri(f))[1] for f in files]
-    return ds.dataset(inner, schema=SCHEMAS[table], format="parquet", filesystem=filesystem).to_table()
+    filesystem, base = pyarrow.fs.FileSystem.from_uri(_uri(root))
+    paths = [f"{base}/{path}" for path in read_pointer(root, run_date)["files"][table]]
+    return ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=filesystem).to_table()
 
 
 def _uri(path: str) -> str:

@@ -241,13 +241,14 @@ def recommend_block(
     chosen = np.take_along_axis(candidates, order, axis=1)
     rows, ranks = np.nonzero(chosen >= 0)
     item_rows = chosen[rows, ranks]
+    final_scores = np.take_along_axis(scores, order, axis=1)[rows, ranks]
     recommendations = outputs.recommendations_table(
         user_ids=user_ids.take(pa.array(rows)),
         ranks=ranks + 1,
         item_ids=index.items[ITEM_ID].take(pa.array(item_rows)),
         retrieval_scores=np.take_along_axis(retrieval_scores, order, axis=1)[rows, ranks],
         ranking_scores=np.take_along_axis(ranking_scores, order, axis=1)[rows, ranks],
-        scores=np.take_along_axis(scores, order, axis=1)[rows, ranks],
+        scores=final_scores,
         sources=np.where(fallback[rows], FALLBACK_SOURCE, MODEL_SOURCE),
         model_version=scorer.version,
         run_id=settings.run_id,
@@ -258,6 +259,7 @@ def recommend_block(
         "fallback_users": int(fallback.sum()),
         "items_excluded": int(sum(len(s) for s in block.seen)),
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
+        "nan_scores": int(np.isnan(final_scores).sum()),
     }
     clock.lap("rows")
     return recommendations, embeddings, counts

@@ -304,9 +304,8 @@ def fit_model(
     callbacks.append(resumable)  # last: its final checkpoint holds the weights early stopping kept
     steps = steps_per_epoch(len(inputs.train[ITEM_ID]), batch)
     started = time.perf_counter()
-    keras_history = {}
     if not resumable.finished:
-        keras_history = model.fit(
+        model.fit(
             train_data,
             initial_epoch=resumable.epochs,
             epochs=epochs or fit.epochs,
@@ -314,9 +313,9 @@ def fit_model(
             callbacks=callbacks,
             verbose=config.training.verbose,
             **validation,
-        ).history
+        )
     seconds = resumable.seconds + time.perf_counter() - started
-    history = resumable.history(keras_history)
+    history = resumable.history()
     if any(np.isnan(history["loss"])):
         raise TrainingError(
             f"the {name} model's training loss became NaN at epoch {len(history['loss'])}; nothing was exported. "
@@ -388,10 +387,9 @@ class _Resumable(tf.keras.callbacks.Callback):
         seconds = self.seconds + time.perf_counter() - self._started
         export.write_json(self._logs, {"epochs": self._epochs, "finished": finished, "seconds": seconds})
 
-    def history(self, fallback: dict) -> dict[str, list[float]]:
-        """{metric: [value per epoch]} over every epoch of the fit, resumed or not."""
-        if not self._epochs:
-            return {k: [float(v) for v in vs] for k, vs in fallback.items()}
+    def history(self) -> dict[str, list[float]]:
+        """{metric: [value per epoch]} over every epoch of the fit, resumed or not (Keras's own history
+        starts again at the resumed epoch)."""
         epochs = [self._epochs[e] for e in sorted(self._epochs)]
         return {k: [e.get(k, float("nan")) for e in epochs] for k in epochs[-1]}
 

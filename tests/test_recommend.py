@@ -42,7 +42,13 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
         last_seen=np.array([880_000_000, -1, 880_000_000]),
     )
     recs, embeddings, counts = recommend_block(scorer, block, index, _settings())
-    assert counts == {"users_scored": 1, "fallback_users": 2, "items_excluded": 4, "users_short_of_final_k": 0}
+    assert counts == {
+        "users_scored": 1,
+        "fallback_users": 2,
+        "items_excluded": 4,
+        "users_short_of_final_k": 0,
+        "nan_scores": 0,
+    }
     by_user = {u: recs.filter(pa.compute.equal(recs["user_id"], u)).to_pydict() for u in ("1", "2", "someone-new")}
     assert set(by_user["1"]["source"]) == {MODEL_SOURCE}
     popular = np.argsort(-index.popularity, kind="stable")
