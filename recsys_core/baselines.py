@@ -1,6 +1,8 @@
 """Non-neural baselines: EASE item-item retrieval and the user + item bias rating predictor.
 
-NumPy and pyarrow only, so that they serve as cheap, exact references for the TFRS models.
+NumPy and pyarrow (and `tf.math.top_k` for selection), so that they serve as cheap,
+exact references for the TFRS models. EASE works from each user's item list: its
+memory is `[items, items]`, whatever the number of users.
 """
 
 from __future__ import annotations
@@ -10,52 +12,64 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import tensorflow as tf
 
-from recsys_core.data.tables import group_by_user
 
-
-def interaction_matrix(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> np.ndarray:
-    """Binary user-item matrix of who rated what.
+def item_cooccurrence(rated: list[np.ndarray], num_items: int, chunk: int = 1 << 24) -> np.ndarray:
+    """`X^T X` of the binary user-item matrix X, without building X.
 
     Args:
-        ratings: table with user_id, item_id and timestamp columns.
-        user_ids, item_ids: the rows and columns; ratings of other ids are skipped.
+        rated: per user, the indices of the items they interacted with (repeats count once).
+        num_items: the number of columns of X.
+        chunk: item pairs accumulated per step (bounds the temporary memory).
 
     Returns:
-        `[users, items]` float32, 1 where the user rated the item (any rating), else 0.
+        `[items, items]` float64: how many users interacted with both items (the
+        diagonal: with the item). Costs the sum over users of their item count squared.
     """
-    rated, _ = group_by_user(ratings, user_ids, item_ids)
-    matrix = np.zeros((len(user_ids), len(item_ids)), np.float32)
-    rows = np.repeat(np.arange(len(rated)), [len(items) for items in rated])
-    matrix[rows, np.concatenate([np.zeros(0, np.int64), *rated])] = 1.0
-    return matrix
+    gram = np.zeros((num_items, num_items))
+    flat, pending, size = gram.reshape(-1), [], 0
+    for items in rated:
+        items = np.unique(items)
+        pending.append((items[:, None] * num_items + items[None, :]).ravel())
+        size += len(items) ** 2
+        if size >= chunk:
+            np.add.at(flat, np.concatenate(pending), 1.0)
+            pending, size = [], 0
+    if pending:
+        np.add.at(flat, np.concatenate(pending), 1.0)
+    return gram
 
 
-def ease_item_weights(matrix: np.ndarray, l2: float) -> np.ndarray:
+def ease_item_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     """EASE item-item weights (Steck 2019), in closed form.
 
     Solves `min ||X - X B||^2 + l2 ||B||^2` subject to `diag(B) = 0`:
     with `P = (X^T X + l2 I)^-1`, `B = -P / diag(P)` column-wise and `diag(B) = 0`.
 
     Args:
-        matrix: `[users, items]` interaction matrix X.
+        gram: `[items, items]` `X^T X` of the interaction matrix X (`item_cooccurrence`).
         l2: ridge penalty (a few hundred on MovieLens-100K).
 
     Returns:
         `[items, items]` float32 weights B; user scores are `X @ B`.
     """
-    matrix = np.asarray(matrix, np.float64)
-    precision = np.linalg.inv(matrix.T @ matrix + l2 * np.eye(matrix.shape[1]))
+    precision = np.linalg.inv(np.asarray(gram, np.float64) + l2 * np.eye(gram.shape[0]))
     weights = -precision / np.diag(precision)
     np.fill_diagonal(weights, 0.0)
     return weights.astype(np.float32)
 
 
-def ease_top_k(matrix: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def ease_top_k(
+    rated: list[np.ndarray], weights: np.ndarray, k: int, block_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Each user's top-k EASE items, skipping the items the user rated.
 
+    A user's scores `X_u @ B` are the sum of the weight rows of their items, so
+    users are scored a block at a time from their item lists, never as a dense X.
+
     Args:
-        matrix: `[users, items]` interaction matrix X; nonzero entries are the seen items.
+        rated: per user, the indices of the items they interacted with.
         weights: `[items, items]` from `ease_item_weights`.
         k: how many to return; at most `items`.
 
@@ -63,10 +77,23 @@ def ease_top_k(matrix: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndar
         scores `[users, k]` (descending; ties to the lower index, as `tf.math.top_k`;
         -inf where a user has fewer than k unseen items) and item indices `[users, k]` (-1 there).
     """
-    scores = np.where(matrix != 0, -np.inf, matrix @ weights).astype(np.float32)
-    indices = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, scores.shape[1])]
-    top_scores = np.take_along_axis(scores, indices, axis=1)
-    return top_scores, np.where(np.isneginf(top_scores), -1, indices)
+    k = min(k, weights.shape[0])
+    all_scores, all_indices = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
+    for start in range(0, len(rated), block_size):
+        block = [np.unique(items) for items in rated[start : start + block_size]]
+        rows = np.repeat(np.arange(len(block)), [len(items) for items in block])
+        columns = np.concatenate([np.zeros(0, np.int64), *block])
+        scores = np.zeros((len(block), weights.shape[0]), np.float32)
+        has_items = np.bincount(rows, minlength=len(block)) > 0
+        if len(columns):
+            starts = np.searchsorted(rows, np.flatnonzero(has_items))
+            scores[has_items] = np.add.reduceat(weights[columns], starts, axis=0)
+        scores[rows, columns] = -np.inf
+        top_scores, indices = tf.math.top_k(scores, k)
+        all_scores.append(top_scores.numpy())
+        all_indices.append(indices.numpy().astype(np.int64))
+    top_scores = np.concatenate(all_scores)
+    return top_scores, np.where(np.isneginf(top_scores), -1, np.concatenate(all_indices))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -115,9 +115,9 @@ def popular_lists(held_out: HeldOut, k: int) -> np.ndarray:
 def ease_lists(held_out: HeldOut, l2: float, k: int) -> np.ndarray:
     """EASE top-k with seen items excluded, `[users, k]`."""
     ratings, items = held_out.seen.ratings, held_out.seen.items[ITEM_ID]
-    everyone = baselines.interaction_matrix(ratings, held_out.seen.users[USER_ID], items)
-    weights = baselines.ease_item_weights(everyone, l2)
-    return baselines.ease_top_k(baselines.interaction_matrix(ratings, held_out.user_ids, items), weights, k)[1]
+    everyone, _ = group_by_user(ratings, held_out.seen.users[USER_ID], items)
+    weights = baselines.ease_item_weights(baselines.item_cooccurrence(everyone, len(items)), l2)
+    return baselines.ease_top_k(_seen(held_out), weights, k)[1]
 
 
 def _seen(held_out: HeldOut) -> list[np.ndarray]:

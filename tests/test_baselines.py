@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_core.baselines import ease_item_weights, ease_top_k, fit_bias, interaction_matrix
+from recsys_core.baselines import ease_item_weights, ease_top_k, fit_bias, item_cooccurrence
 from recsys_core.data.tables import group_by_user
 
 X = np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 1], [1, 1, 1, 0]], np.float32)
@@ -24,16 +24,20 @@ def ratings_table(rows: list[tuple[str, str, float]]) -> pa.Table:
     )
 
 
-def test_interaction_matrix_marks_rated_pairs_and_skips_unknown_ids():
-    table = ratings_table([("a", "x", 1.0), ("b", "y", 5.0), ("a", "y", 3.0), ("c", "x", 4.0), ("a", "z", 2.0)])
-    matrix = interaction_matrix(table, pa.array(["a", "b"]), pa.array(["y", "x"]))
-    np.testing.assert_array_equal(matrix, [[1, 1], [1, 0]])
-    assert matrix.dtype == np.float32
+def rated_lists(matrix: np.ndarray) -> list[np.ndarray]:
+    return [np.flatnonzero(row) for row in matrix]
+
+
+def test_item_cooccurrence_equals_the_dense_gram_and_counts_repeats_once():
+    rng = np.random.default_rng(0)
+    matrix = (rng.random((50, 12)) < 0.3).astype(np.float64)
+    repeated = [np.concatenate([items, items[:1]]) for items in rated_lists(matrix)]
+    np.testing.assert_array_equal(item_cooccurrence(repeated, 12, chunk=7), matrix.T @ matrix)
 
 
 @pytest.mark.parametrize("l2", [0.5, 3.0])
 def test_ease_weights_solve_the_zero_diagonal_ridge_regression(l2):
-    weights = ease_item_weights(X, l2)
+    weights = ease_item_weights(X.T @ X, l2)
     for j in range(X.shape[1]):  # column j regressed on the other columns, ridge as extra rows
         others = np.delete(np.arange(X.shape[1]), j)
         design = np.vstack([X[:, others], np.sqrt(l2) * np.eye(len(others))])
@@ -44,8 +48,8 @@ def test_ease_weights_solve_the_zero_diagonal_ridge_regression(l2):
 
 
 def test_ease_top_k_skips_seen_items_and_ranks_by_score():
-    weights = ease_item_weights(X, 1.0)
-    scores, indices = ease_top_k(X, weights, k=10)
+    weights = ease_item_weights(X.T @ X, 1.0)
+    scores, indices = ease_top_k(rated_lists(X), weights, k=10, block_size=3)
     assert scores.shape == indices.shape == (4, 4)
     for user, row in enumerate(indices):
         unseen = np.flatnonzero(X[user] == 0)
@@ -84,8 +88,8 @@ def test_baselines_reproduce_the_movielens_reference_figures(ml100k_split):
     assert 0.93 <= rmse <= 0.95
 
     users, items = train.users["user_id"], train.items["item_id"]
-    matrix = interaction_matrix(train.ratings, users, items)
-    _, top = ease_top_k(matrix, ease_item_weights(matrix, 500.0), k=10)
+    rated, _ = group_by_user(train.ratings, users, items)
+    _, top = ease_top_k(rated, ease_item_weights(item_cooccurrence(rated, len(items)), 500.0), k=10)
     discounts = 1.0 / np.log2(np.arange(2, 12))
     ndcg = [
         (np.isin(top[user], relevant) * discounts).sum() / discounts[: min(10, len(relevant))].sum()
