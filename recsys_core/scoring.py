@@ -11,17 +11,64 @@ import tensorflow as tf
 NEG_INF = -np.inf
 
 
+_RUN = 50  # items per run of the two-stage selection (see `_top_k_excluding`)
+
+
 @tf.function(reduce_retracing=True)
 def _top_k_excluding(
-    queries: tf.Tensor, items: tf.Tensor, seen: tf.Tensor, k: tf.Tensor
+    queries: tf.Tensor, items_t: tf.Tensor, excluded: tf.Tensor, k: tf.Tensor, run: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Top-k of `queries @ items.T` with the `[pairs, 2]` (row, item) positions `seen` set to -inf.
+    """Top-k of `queries @ items_t` with the `[pairs, 2]` (row, item) positions `excluded` skipped.
 
-    The exclusion is a scatter into the score matrix: no `[rows, items]` mask is built.
+    Exact, in two stages that read the score matrix about once: the best score of
+    each run of `run` consecutive items, the k best runs, then the k best scores
+    among those runs' items. The k best scores all lie in the k best runs (each of
+    those runs holds a score at least as high as the k-th best run's best), and
+    ties go to the lower item index as in `tf.math.top_k` over the whole row.
+    Excluded items are removed from the small tensors only (the best of each run
+    they are in, and the chosen runs' scores), never by writing into or copying
+    the `[rows, items]` score matrix.
+
+    Args:
+        queries: `[rows, dim]`; items_t: `[dim, runs * run]` (pad with zeros and exclude the padding).
+        excluded: `[pairs, 2]` int64; k: int32 scalar; run: int64 scalar.
+
+    Returns:
+        scores `[rows, k]` and item positions `[rows, k]` int64.
     """
-    scores = tf.matmul(queries, items, transpose_b=True)
-    excluded = tf.fill(tf.shape(seen)[:1], tf.constant(NEG_INF, scores.dtype))
-    return tf.math.top_k(tf.tensor_scatter_nd_update(scores, seen, excluded), k=k)
+    minus_inf = tf.constant(NEG_INF, queries.dtype)
+    scores = tf.matmul(queries, items_t)
+    rows = tf.shape(scores, out_type=tf.int64)[0]
+    runs = tf.reshape(scores, [rows, -1, run])  # [rows, runs, run]
+    num_runs = tf.shape(runs, out_type=tf.int64)[1]
+    row, item = excluded[:, 0], excluded[:, 1]
+    cell, offset = row * num_runs + item // run, item % run  # the excluded item's run, and its place there
+    touched, group = tf.unique(cell)
+    hidden = tf.scatter_nd(
+        tf.stack([tf.cast(group, tf.int64), offset], axis=1),
+        tf.ones_like(offset, tf.bool),
+        [tf.size(touched, out_type=tf.int64), run],
+    )
+    rest = tf.reduce_max(tf.where(hidden, minus_inf, tf.gather(tf.reshape(runs, [-1, run]), touched)), axis=1)
+    best = tf.tensor_scatter_nd_update(tf.reshape(tf.reduce_max(runs, axis=2), [-1]), touched[:, None], rest)
+    _, best_runs = tf.math.top_k(tf.reshape(best, [rows, -1]), k)
+    best_runs = tf.cast(tf.sort(best_runs, axis=1), tf.int64)  # keeps the lower-index-first order of ties
+    chosen = tf.gather(runs, best_runs, batch_dims=1)  # [rows, k, run]
+    slot_of_cell = tf.scatter_nd(  # 1 + the position of each chosen run among its row's chosen runs
+        tf.reshape(tf.range(rows)[:, None] * num_runs + best_runs, [-1, 1]),
+        tf.reshape(tf.tile(tf.range(1, tf.shape(best_runs, out_type=tf.int64)[1] + 1)[None, :], [rows, 1]), [-1]),
+        [rows * num_runs],
+    )
+    slot = tf.gather(slot_of_cell, cell) - 1
+    inside = slot >= 0
+    chosen = tf.tensor_scatter_nd_update(
+        chosen,
+        tf.boolean_mask(tf.stack([row, slot, offset], axis=1), inside),
+        tf.fill(tf.reduce_sum(tf.cast(inside, tf.int32))[None], minus_inf),
+    )
+    values, positions = tf.math.top_k(tf.reshape(chosen, [rows, -1]), k)
+    positions = tf.cast(positions, tf.int64)
+    return values, tf.gather(best_runs, positions // run, batch_dims=1) * run + positions % run
 
 
 def top_k_unseen(
@@ -29,7 +76,7 @@ def top_k_unseen(
     items: np.ndarray,
     seen: list[np.ndarray],
     k: int,
-    block_size: int = 1024,
+    block_size: int = 512,
     shard_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k items by dot product, skipping each query's seen items.
@@ -44,7 +91,7 @@ def top_k_unseen(
         items: `[num_items, dim]` float32 item embeddings.
         seen: per query, the item indices to exclude.
         k: how many to return; at most `num_items`.
-        block_size: queries scored per matmul.
+        block_size: queries scored per matmul (512 keeps a block's work in cache best here).
         shard_size: items scored per matmul (None: all).
 
     Returns:
@@ -53,22 +100,18 @@ def top_k_unseen(
     """
     num_items = items.shape[0]
     k = min(k, num_items)
-    shards = [
-        (start, tf.constant(items[start:stop], tf.float32)) for start, stop in _shard_bounds(num_items, shard_size)
-    ]
+    shards = [_Shard(items, start, stop, k) for start, stop in _shard_bounds(num_items, shard_size)]
     all_scores, all_indices = [], []
     for start in range(0, queries.shape[0], block_size):
         block_queries = tf.constant(queries[start : start + block_size], tf.float32)
-        rows = np.repeat(np.arange(block_queries.shape[0]), [len(s) for s in seen[start : start + block_size]])
-        columns = np.concatenate([np.asarray(s, np.int64) for s in seen[start : start + block_size]] or [[]])
+        block_seen = seen[start : start + block_size]
+        rows = np.repeat(np.arange(len(block_seen)), [len(s) for s in block_seen])
+        columns = np.concatenate([np.asarray(s, np.int64) for s in block_seen] or [[]])
         partial_scores, partial_indices = [], []
-        for offset, shard in shards:
-            inside = (columns >= offset) & (columns < offset + shard.shape[0])
-            pairs = tf.constant(np.stack([rows[inside], columns[inside] - offset], axis=1).astype(np.int64))
-            shard_k = tf.constant(min(k, shard.shape[0]), tf.int32)
-            scores, indices = _top_k_excluding(block_queries, shard, tf.reshape(pairs, [-1, 2]), shard_k)
-            partial_scores.append(scores.numpy())
-            partial_indices.append(indices.numpy() + offset)
+        for shard in shards:
+            scores, indices = shard.top_k(block_queries, rows, columns)
+            partial_scores.append(scores)
+            partial_indices.append(indices)
         if len(shards) == 1:
             scores, indices = partial_scores[0], partial_indices[0]
         else:
@@ -78,6 +121,39 @@ def top_k_unseen(
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)
     indices = np.concatenate(all_indices) if all_indices else np.zeros((0, k), np.int64)
     return scores, np.where(np.isneginf(scores), -1, indices).astype(np.int64)
+
+
+class _Shard:
+    """Items `[start, stop)` as a tensor padded to whole runs of `_top_k_excluding`, and their top-k."""
+
+    def __init__(self, items: np.ndarray, start: int, stop: int, k: int) -> None:
+        size = stop - start
+        self.start, self.k = start, min(k, size)
+        # Runs short enough that there are ~4k of them: the second stage then reads ~1/4 of the scores at most.
+        self.run = max(1, min(_RUN, size // (4 * self.k)))
+        padded = -(-size // self.run) * self.run
+        self.padding = np.arange(size, padded)
+        embeddings = np.zeros((items.shape[1], padded), np.float32)  # transposed: the fastest matmul layout here
+        embeddings[:, :size] = items[start:stop].T
+        self.embeddings_t = tf.constant(embeddings)
+
+    def top_k(self, queries: tf.Tensor, rows: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`[queries, k]` scores and global item indices, excluding the (row, item) pairs `rows`, `columns`."""
+        inside = (columns >= self.start) & (columns < self.start + self.embeddings_t.shape[1] - len(self.padding))
+        excluded = np.concatenate(
+            [
+                np.stack([rows[inside], columns[inside] - self.start], axis=1),
+                np.stack(np.meshgrid(np.arange(queries.shape[0]), self.padding, indexing="ij"), axis=2).reshape(-1, 2),
+            ]
+        ).astype(np.int64)
+        scores, positions = _top_k_excluding(
+            queries,
+            self.embeddings_t,
+            tf.constant(excluded.reshape(-1, 2)),
+            tf.constant(self.k),
+            tf.constant(self.run, tf.int64),
+        )
+        return scores.numpy(), positions.numpy() + self.start
 
 
 _MIN_SHARD = 16  # TF multiplies by a one-item shard on another path, whose rounding differs

@@ -14,9 +14,9 @@ from recsys_core.scoring import rerank, top_k_unseen
 
 
 @st.composite
-def problems(draw):
+def problems(draw, max_items: int = 60, max_k: int | None = None):
     """Queries `[q, d]`, items `[n, d]`, seen item lists and k; coarse values make ties common."""
-    num_items = draw(st.integers(1, 60))
+    num_items = draw(st.integers(1, max_items))
     num_queries = draw(st.integers(1, 12))
     dim = draw(st.integers(1, 4))
     values = st.integers(-2, 2)
@@ -26,7 +26,7 @@ def problems(draw):
         np.array(sorted(draw(st.sets(st.integers(0, num_items - 1), max_size=num_items))), np.int64)
         for _ in range(num_queries)
     ]
-    k = draw(st.integers(1, num_items))
+    k = draw(st.integers(1, min(num_items, max_k or num_items)))
     return queries, items, seen, k
 
 
@@ -64,6 +64,15 @@ def test_top_k_unseen_is_the_exact_unseen_top_k(problem, shard_size, block_size)
         assert (indices[row][len(chosen) :] == -1).all() and np.isneginf(scores[row][len(chosen) :]).all()
         assert (np.diff(scores[row][: len(chosen)]) <= 0).all()  # best first
     np.testing.assert_array_equal(indices, _reference(queries, items, seen, k))  # ties to the lower index
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(problems(max_items=3000, max_k=30), st.sampled_from([None, 700]))
+def test_top_k_unseen_is_exact_over_long_runs_of_items(problem, shard_size):
+    """Large catalogues and small k: the selection's first stage reads runs of up to 50 items."""
+    queries, items, seen, k = problem
+    _, indices = top_k_unseen(queries, items, seen, k, shard_size=shard_size)
+    np.testing.assert_array_equal(indices, _reference(queries, items, seen, k))
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
