@@ -15,6 +15,10 @@ multi-valued features and `user_history` are `[batch, n]` padded with b""):
     candidate_embedding(item_id, item features)                      -> {"embedding": [batch, dim]}
     retrieve(the query_embedding inputs)          -> {"scores": [batch, k], "item_ids": [batch, k]}
     <rating model>(user and item inputs the model reads) -> {"rating": [batch]}
+    <rating model>_user_state(its user inputs)  -> {"state": [batch, S]}     (ranking, multitask:
+    <rating model>_item_state(its item inputs)  -> {"state": [batch, S']}     the rating in halves,
+    <rating model>_candidates(user_state, item_state, candidates [users, k])  for re-ranking many
+                                                -> {"rating": [users, k]}      candidates per user)
 
 Each signature takes only the features its model reads (`Feature.feeds`); the
 manifest lists every signature's inputs.
@@ -92,12 +96,50 @@ def build_signatures(
             if reads_history(models[name]):
                 inputs += (HISTORY,)
             signatures[name] = _rating_signature(models[name], tensor_specs(schema, inputs))
+            rater = getattr(models[name], "scorer", models[name])
+            if hasattr(rater, "rate_states"):
+                user_side = tuple(n for n in inputs if n not in item_inputs(schema, reads))
+                item_side = item_inputs(schema, reads)
+                signatures.update(
+                    _state_signatures(name, rater, *(tensor_specs(schema, s) for s in (user_side, item_side)))
+                )
     return module, signatures
 
 
 def reads_history(model: tf.keras.Model) -> bool:
     """Whether any query encoder inside `model` reads `user_history`."""
     return any(getattr(layer, "_use_history", False) for layer in model.submodules)
+
+
+def _state_signatures(name: str, rater: tf.keras.Model, user_specs: dict, item_specs: dict) -> dict:
+    """`<name>_user_state`, `<name>_item_state` and `<name>_candidates`: the model's rating in halves.
+
+    `<name>_candidates(user_state [users, S], item_state [items, S'], candidates [users, k] item
+    rows, -1 for none)` -> `{"rating": [users, k]}` rates every user's candidates from the states
+    alone, so a re-ranker computes its user and item parts once each, not once per pair.
+    """
+
+    @tf.function(input_signature=[user_specs])
+    def user_state(features):
+        return {"state": rater.user_state(features)}
+
+    @tf.function(input_signature=[item_specs])
+    def item_state(features):
+        return {"state": rater.item_state(features)}
+
+    matrix = [None, None]
+    pairs = {
+        "user_state": tf.TensorSpec(matrix, tf.float32, "user_state"),
+        "item_state": tf.TensorSpec(matrix, tf.float32, "item_state"),
+        "candidates": tf.TensorSpec(matrix, tf.int64, "candidates"),
+    }
+
+    @tf.function(input_signature=[pairs])
+    def candidates(inputs):
+        items = tf.gather(inputs["item_state"], tf.maximum(inputs["candidates"], 0))  # [users, k, S']
+        return {"rating": rater.rate_states(inputs["user_state"][:, None, :], items)}
+
+    return {f"{name}_user_state": user_state, f"{name}_item_state": item_state, f"{name}_candidates": candidates}
 
 
 def _rating_signature(model: tfrs.Model, specs: dict):

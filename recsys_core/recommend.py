@@ -23,11 +23,12 @@ from recsys_core.export import bundle_schema, load_bundle, read_text
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
-from recsys_core.scoring import blend, rerank, top_k_popular_unseen, top_k_unseen
+from recsys_core.scoring import ExactIndex, blend, rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "popularity_fallback"
 _BATCH = 8192
+_CANDIDATE_ROWS = 512  # users per call of a `<re-ranker>_candidates` signature
 
 
 class BundleScorer:
@@ -44,6 +45,8 @@ class BundleScorer:
         self._user_ids = pa.array(vocabulary["user_ids"], pa.string())
         self.version = self.manifest["bundle_version"]
         self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
+        # Re-rankers rated from per-user and per-item states (older bundles have none: rated pair by pair).
+        self.pair_states = {name for name in self.manifest["signatures"] if name.endswith("_candidates")}
 
     def _call(self, signature: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
         function = self._model.signatures[signature]
@@ -67,11 +70,39 @@ class BundleScorer:
         """`[users, dim]` query-tower embeddings of `query_arrays` inputs."""
         return self._call("query_embedding", queries, "embedding")
 
-    def rate(self, reranker: str, queries: dict[str, np.ndarray], rows: np.ndarray, items: pa.Table) -> np.ndarray:
-        """`[len(rows)]` predicted ratings of query rows `rows` `[pairs]` paired with the rows of `items`."""
+    def rate_candidates(
+        self, reranker: str, queries: dict[str, np.ndarray], users: np.ndarray, candidates: np.ndarray, index: ItemIndex
+    ) -> np.ndarray:
+        """`[len(users), k]` predicted ratings of each user's candidates `[len(users), k]` (NaN where -1).
+
+        `users` are rows of `queries`. A bundle with the re-ranker's state signatures
+        (`export._state_signatures`) rates from a state per user and a state per item
+        (computed once per index); otherwise every pair's raw features go through the
+        rating signature.
+        """
+        ratings = np.full(candidates.shape, np.nan, np.float32)
+        if f"{reranker}_candidates" in self.pair_states:
+            user_state = self._call(f"{reranker}_user_state", {n: v[users] for n, v in queries.items()}, "state")
+            item_state = index.cached(f"{reranker}_item_state", lambda: self._item_state(reranker, index.items))
+            rate = self._model.signatures[f"{reranker}_candidates"]
+            for start in range(0, len(users), _CANDIDATE_ROWS):
+                stop = start + _CANDIDATE_ROWS
+                part = rate(
+                    user_state=tf.constant(user_state[start:stop]),
+                    item_state=item_state,
+                    candidates=tf.constant(candidates[start:stop]),
+                )["rating"].numpy()
+                ratings[start:stop] = np.where(candidates[start:stop] >= 0, part, np.nan)
+            return ratings
+        rows, columns = np.nonzero(candidates >= 0)
         needed = self.manifest["signatures"][reranker]["inputs"]
-        users = {name: queries[name][rows] for name in needed if name in queries}
-        return self._call(reranker, {**users, **self.item_arrays(items)}, "rating")
+        pair_users = {name: queries[name][users[rows]] for name in needed if name in queries}
+        items = self.item_arrays(index.items.take(pa.array(candidates[rows, columns])))
+        ratings[rows, columns] = self._call(reranker, {**pair_users, **items}, "rating")
+        return ratings
+
+    def _item_state(self, reranker: str, items: pa.Table) -> tf.Tensor:
+        return tf.constant(self._call(f"{reranker}_item_state", self.item_arrays(items), "state"))
 
     def known_users(self, user_ids: pa.Array) -> np.ndarray:
         """`[users]` bool: the bundle has an embedding of its own for this id (not OOV)."""
@@ -91,6 +122,13 @@ class ItemIndex:
     items: pa.Table
     embeddings: np.ndarray
     popularity: np.ndarray
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def cached(self, key, make):
+        """`make()`, computed once per index (and worker): prepared item matrices, item states."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
 
     @functools.cached_property
     def id_bytes(self) -> np.ndarray:
@@ -213,9 +251,10 @@ def recommend_block(
     query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
     queries = scorer.embed_users(query)
     clock.lap("query_tower")
-    retrieval_scores, candidates = top_k_unseen(
-        queries, index.embeddings, block.seen, settings.top_k, shard_size=settings.item_shard_size
+    exact = index.cached(
+        ("exact", settings.item_shard_size), lambda: ExactIndex(index.embeddings, settings.item_shard_size)
     )
+    retrieval_scores, candidates = exact.top_k(queries, block.seen, settings.top_k)
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
     if fallback.any():
@@ -224,13 +263,8 @@ def recommend_block(
     clock.lap("top_k")
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
     if settings.reranker != "none":
-        rows, cols = np.nonzero(servable[:, None] & (candidates >= 0))
-        ranking_scores[rows, cols] = scorer.rate(
-            settings.reranker,
-            query,
-            rows,
-            index.items.take(pa.array(candidates[rows, cols])),
-        )
+        users = np.flatnonzero(servable)
+        ranking_scores[users] = scorer.rate_candidates(settings.reranker, query, users, candidates[users], index)
     clock.lap("rerank")
     valid = candidates >= 0
     popularity = np.where(valid, index.popularity[candidates], 0.0)

@@ -71,6 +71,60 @@ def _top_k_excluding(
     return values, tf.gather(best_runs, positions // run, batch_dims=1) * run + positions % run
 
 
+class ExactIndex:
+    """Item embeddings prepared once for exact top-K: transposed, padded, in shards.
+
+    With `shard_size`, the items are scored a shard at a time (near-equal shards of
+    at most that many items) and the shards' top-k lists merged: the same result
+    (ties go to the lower item index either way), with a `[block, shard_size]`
+    score matrix instead of `[block, items]`.
+
+    Args:
+        items: `[num_items, dim]` float32 item embeddings.
+        shard_size: items scored per matmul (None: all).
+    """
+
+    def __init__(self, items: np.ndarray, shard_size: int | None = None) -> None:
+        self._items = np.asarray(items, np.float32)
+        self._bounds = _shard_bounds(len(self._items), shard_size)
+        self._shards: dict[int, list[_Shard]] = {}  # by k: the run length depends on it
+
+    def top_k(
+        self, queries: np.ndarray, seen: list[np.ndarray], k: int, block_size: int = 512
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k items by dot product, skipping each query's seen items.
+
+        Args:
+            queries: `[num_queries, dim]` float32 query embeddings.
+            seen: per query, the item indices to exclude.
+            k: how many to return; at most `num_items`.
+            block_size: queries scored per matmul (512 keeps a block's work in cache best here).
+
+        Returns:
+            scores `[num_queries, k]` (descending; -inf where a query has fewer than k
+            unseen items) and item indices `[num_queries, k]` (-1 there).
+        """
+        k = min(k, len(self._items))
+        if k not in self._shards:
+            self._shards[k] = [_Shard(self._items, start, stop, k) for start, stop in self._bounds]
+        shards = self._shards[k]
+        all_scores, all_indices = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
+        for start in range(0, queries.shape[0], block_size):
+            block_queries = tf.constant(queries[start : start + block_size], tf.float32)
+            block_seen = seen[start : start + block_size]
+            rows = np.repeat(np.arange(len(block_seen)), [len(s) for s in block_seen])
+            columns = np.concatenate([np.asarray(s, np.int64) for s in block_seen] or [[]])
+            partial = [shard.top_k(block_queries, rows, columns) for shard in shards]
+            if len(shards) == 1:
+                scores, indices = partial[0]
+            else:
+                scores, indices = _merge(*(np.concatenate(parts, axis=1) for parts in zip(*partial, strict=True)), k)
+            all_scores.append(scores)
+            all_indices.append(indices)
+        scores = np.concatenate(all_scores)
+        return scores, np.where(np.isneginf(scores), -1, np.concatenate(all_indices)).astype(np.int64)
+
+
 def top_k_unseen(
     queries: np.ndarray,
     items: np.ndarray,
@@ -79,48 +133,8 @@ def top_k_unseen(
     block_size: int = 512,
     shard_size: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k items by dot product, skipping each query's seen items.
-
-    With `shard_size`, the items are scored a shard at a time (near-equal shards of
-    at most that many items) and the shards' top-k lists merged: the same result
-    (ties go to the lower item index either way), with a `[block, shard_size]`
-    score matrix instead of `[block, items]`.
-
-    Args:
-        queries: `[num_queries, dim]` float32 query embeddings.
-        items: `[num_items, dim]` float32 item embeddings.
-        seen: per query, the item indices to exclude.
-        k: how many to return; at most `num_items`.
-        block_size: queries scored per matmul (512 keeps a block's work in cache best here).
-        shard_size: items scored per matmul (None: all).
-
-    Returns:
-        scores `[num_queries, k]` (descending; -inf where a query has fewer than k
-        unseen items) and item indices `[num_queries, k]` (-1 there).
-    """
-    num_items = items.shape[0]
-    k = min(k, num_items)
-    shards = [_Shard(items, start, stop, k) for start, stop in _shard_bounds(num_items, shard_size)]
-    all_scores, all_indices = [], []
-    for start in range(0, queries.shape[0], block_size):
-        block_queries = tf.constant(queries[start : start + block_size], tf.float32)
-        block_seen = seen[start : start + block_size]
-        rows = np.repeat(np.arange(len(block_seen)), [len(s) for s in block_seen])
-        columns = np.concatenate([np.asarray(s, np.int64) for s in block_seen] or [[]])
-        partial_scores, partial_indices = [], []
-        for shard in shards:
-            scores, indices = shard.top_k(block_queries, rows, columns)
-            partial_scores.append(scores)
-            partial_indices.append(indices)
-        if len(shards) == 1:
-            scores, indices = partial_scores[0], partial_indices[0]
-        else:
-            scores, indices = _merge(np.concatenate(partial_scores, axis=1), np.concatenate(partial_indices, axis=1), k)
-        all_scores.append(scores)
-        all_indices.append(indices)
-    scores = np.concatenate(all_scores) if all_scores else np.zeros((0, k), np.float32)
-    indices = np.concatenate(all_indices) if all_indices else np.zeros((0, k), np.int64)
-    return scores, np.where(np.isneginf(scores), -1, indices).astype(np.int64)
+    """`ExactIndex(items, shard_size).top_k(queries, seen, k, block_size)`, for one-off calls."""
+    return ExactIndex(items, shard_size).top_k(queries, seen, k, block_size)
 
 
 class _Shard:

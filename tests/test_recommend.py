@@ -102,3 +102,19 @@ def test_a_block_of_only_new_users_is_all_fallback(scorer, index, ml100k):
     recs, _, counts = recommend_block(scorer, block, index, _settings())
     assert counts["fallback_users"] == 2 and recs.num_rows == 20
     assert set(recs["source"].to_pylist()) == {FALLBACK_SOURCE}
+
+
+def test_rating_from_states_gives_the_lists_of_rating_every_pair(ml100k_bundle, index, ml100k):
+    """The fast re-rank (a state per user and per item) ships the same lists as rating every pair's raw
+    features (the previous kernel, still used for bundles without state signatures)."""
+    fast, pairwise = BundleScorer(ml100k_bundle), BundleScorer(ml100k_bundle)
+    assert "ranking_candidates" in fast.pair_states and "dlrm_candidates" not in fast.pair_states
+    pairwise.pair_states = set()
+    settings = RecommendSettings(top_k=100, final_k=20, reranker="ranking", timestamp=893_000_000, run_id="test")
+    for block in user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=400):
+        expected, _, _ = recommend_block(pairwise, block, index, settings)
+        rows, _, _ = recommend_block(fast, block, index, settings)
+        np.testing.assert_allclose(rows["ranking_score"], expected["ranking_score"], rtol=1e-5, atol=1e-5)
+        assert rows.select(["user_id", "rank", "item_id", "source"]).equals(
+            expected.select(["user_id", "rank", "item_id", "source"])
+        )

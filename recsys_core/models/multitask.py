@@ -41,6 +41,27 @@ class MultitaskModel(tfrs.Model):
         query, candidate = self.query_tower(features), self.candidate_tower(features)
         return tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)
 
+    # The rating in two halves (see `RankingScorer.user_state`): the head's first layer splits
+    # into a query part and a candidate part.
+
+    def user_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """User features -> `[users, h]`: the query embedding's share of the head's first layer, with its bias."""
+        query = self.query_tower(features)
+        first = self.rating_head.layers[0]
+        return query @ first.kernel[: query.shape[-1]] + first.bias
+
+    def item_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Item features -> `[items, h]`: the candidate embedding's share of the head's first layer."""
+        candidate = self.candidate_tower(features)
+        return candidate @ self.rating_head.layers[0].kernel[-candidate.shape[-1] :]
+
+    def rate_states(self, user: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+        """Ratings of `user_state` and `item_state` rows paired by broadcasting, `[..., h]` -> `[...]`; as `call`."""
+        hidden = self.rating_head.layers[0].activation(user + item)
+        for layer in self.rating_head.layers[1:]:
+            hidden = layer(hidden)
+        return tf.squeeze(hidden, axis=-1)
+
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self.query_tower(features), self.candidate_tower(features)
         ratings = tf.squeeze(self.rating_head(tf.concat([query, candidate], axis=1)), axis=1)

@@ -83,6 +83,33 @@ class RankingScorer(tf.keras.Model):
         bias = self.user_bias(features) + self.item_bias(features)
         return tf.squeeze(interaction + bias, axis=1)
 
+    # The same rating in two halves, for re-ranking many candidates per user: everything that
+    # depends on the user alone or the item alone is computed once per user and once per item
+    # (the MLP's first layer splits into a user part, an item part and a part of `user * item`).
+
+    def user_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """User features -> `[users, p + h + 1]`: projection, its share of the first layer (and its bias), bias."""
+        user = self.user_projection(self.query_encoder(features))
+        first = self.mlp.layers[0]
+        return tf.concat([user, user @ first.kernel[: user.shape[-1]] + first.bias, self.user_bias(features)], axis=1)
+
+    def item_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Item features -> `[items, p + h + 1]`: projection, its share of the first layer, bias."""
+        item = self.item_projection(self.item_encoder(features))
+        width = item.shape[-1]
+        return tf.concat([item, item @ self.mlp.layers[0].kernel[width : 2 * width], self.item_bias(features)], axis=1)
+
+    def rate_states(self, user: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+        """Ratings of `user_state` and `item_state` rows paired by broadcasting, `[..., S]` -> `[...]`; as `call`."""
+        first = self.mlp.layers[0]
+        width = self.user_projection.units
+        user, user_part, user_bias = tf.split(user, [width, first.units, 1], axis=-1)
+        item, item_part, item_bias = tf.split(item, [width, first.units, 1], axis=-1)
+        hidden = first.activation(user_part + item_part + tf.tensordot(user * item, first.kernel[2 * width :], 1))
+        for layer in self.mlp.layers[1:]:
+            hidden = layer(hidden)
+        return tf.squeeze(hidden + (user_bias + item_bias), axis=-1)
+
 
 class IdBias(tf.keras.layers.Layer):
     """A learned scalar per id (OOV ids share one): `[batch]` strings -> `[batch, 1]`."""

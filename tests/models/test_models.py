@@ -49,3 +49,20 @@ def test_dlrm_interaction_matrix_is_symmetric(tiny_trained):
 def test_unknown_model_is_rejected(tiny_data):
     with pytest.raises(ValueError, match="unknown model 'svd'"):
         build_model("svd", experiment("smoke"), tiny_data.schema, fit_vocabulary(tiny_data))
+
+
+@pytest.mark.parametrize("name", ["ranking", "multitask"])
+def test_the_rating_in_halves_equals_the_whole_rating(tiny_trained, name):
+    """A state per user and one per item, paired (also by broadcasting), rate as the model does: the job's re-rank."""
+    from recsys_core.data.pipeline import with_history
+
+    _, _, inputs, trained = tiny_trained
+    arrays = with_history(inputs.test, inputs.test_histories)
+    features = {key: tf.constant(values[:64]) for key, values in arrays.items()}
+    model = trained[name].model
+    rater = getattr(model, "scorer", model)
+    expected = model(features).numpy()
+    users, items = rater.user_state(features), rater.item_state(features)
+    np.testing.assert_allclose(rater.rate_states(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
+    every_pair = rater.rate_states(users[:, None, :], items[None, :, :]).numpy()  # [64, 64]
+    np.testing.assert_allclose(np.diagonal(every_pair), expected, rtol=1e-5, atol=1e-5)
