@@ -27,10 +27,11 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "scann": ["scann[tf]==1.4.2"],
+        # `--index scann`: approximate top-K (numpy API; no TensorFlow ops needed).
+        "scann": ["scann==1.4.2"],
         # Beam's GCP file systems and the Dataflow runner: gs:// paths and --runner DataflowRunner.
         "gcp": ["apache-beam[gcp]==2.77.0"],
-        # The tests build a Dataflow job description offline, so they need the gcp extra too.
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "apache-beam[gcp]==2.77.0"],
+        # The tests build a Dataflow job description offline and search with ScaNN: they need both extras.
+        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "apache-beam[gcp]==2.77.0", "scann==1.4.2"],
     },
 )

@@ -15,6 +15,7 @@ rows: the workers read, check and group them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import logging
 import sys
@@ -83,6 +84,9 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
         blend_weight=settings.blend_weight,
         popularity_weight=settings.popularity_weight,
         item_shard_size=settings.item_shard_size,
+        index=settings.index,
+        scann=settings.scann,
+        recall_sample_every=settings.recall_sample_every,
     )
     written = []
 
@@ -241,6 +245,12 @@ def _output_parameters(settings: JobSettings) -> dict:
         "max_bad_share": settings.max_bad_share,
         "run_date_timestamp": settings.timestamp,
         "query_policy": settings.manifest.get("query_policy"),
+        "index": settings.index,
+        **(
+            {"scann": dataclasses.asdict(settings.scann), "recall_sample_every": settings.recall_sample_every}
+            if settings.index == "scann"
+            else {}
+        ),
     }
 
 
@@ -270,6 +280,11 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
         "data_lineage": inputs.lineage,
         "input_fingerprints": inputs.fingerprints,
         "parameters": _output_parameters(settings),
+        "retrieval": {
+            "index": settings.index,
+            "recall_at_k": gate.recall_at_k(counters),  # None for the exact index
+            "recall_sampled_items": counters.get("recall_relevant", 0),
+        },
         "counters": counters,
     }
 

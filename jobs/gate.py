@@ -23,6 +23,7 @@ class Gate:
     min_full_list_share: float = 0.9
     max_fallback_share: float = 0.5
     min_distinct_items: int = 1
+    min_recall: float = 0.95
     metric_floors: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -45,6 +46,12 @@ def users_served(counters: dict[str, int]) -> int:
     return counters.get("users_scored", 0) + counters.get("fallback_users", 0)
 
 
+def recall_at_k(counters: dict[str, int]) -> float | None:
+    """Recall@K of the approximate index against exact top-K on the sampled users (None: exact index)."""
+    relevant = counters.get("recall_relevant", 0)
+    return counters.get("recall_hits", 0) / relevant if relevant else None
+
+
 def failures(gate: Gate, counters: dict[str, int], bundle_metrics: dict) -> list[str]:
     """Every check the run fails, each as a sentence with the figure and the threshold (empty: publish)."""
     users = users_served(counters)
@@ -65,6 +72,12 @@ def failures(gate: Gate, counters: dict[str, int], bundle_metrics: dict) -> list
     distinct = counters.get("distinct_items_recommended", 0)
     if distinct < gate.min_distinct_items:
         found.append(f"only {distinct} distinct items recommended (--min-distinct-items {gate.min_distinct_items})")
+    measured = recall_at_k(counters)
+    if measured is not None and measured < gate.min_recall:
+        found.append(
+            f"the approximate index found {measured:.1%} of the exact top-K items of the sampled users "
+            f"(--min-recall {gate.min_recall}): search more leaves (--scann-leaves-to-search) or use --index exact"
+        )
     for path, floor in gate.metric_floors.items():
         value = _lookup(bundle_metrics, path)
         if value is None:

@@ -11,11 +11,14 @@ import uuid
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from jobs.gate import Gate, parse_metric_floors
+from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.export import BundleError, read_manifest
+from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
 
 SHUFFLES = ("auto", "files", "beam")
+INDEXES = ("exact", "scann")
 
 
 class RecommendOptions(PipelineOptions):
@@ -65,6 +68,33 @@ class RecommendOptions(PipelineOptions):
             help="largest share of invalid rows in any input table before the run fails (default 0.01)",
         )
         option("similar_k", type=int, default=20)
+        parser.add_argument(
+            "--index",
+            choices=INDEXES,
+            default="exact",
+            help="top-K retrieval: exact (every item scored) or scann (approximate, needs the [scann] extra; "
+            "its recall against exact is measured on a sample of users and gated by --min-recall)",
+        )
+        option("scann_leaves", type=int, help="ScaNN partitions (default about sqrt(items))")
+        option("scann_leaves_to_search", type=int, help="ScaNN partitions searched per user (default leaves / 10)")
+        option(
+            "scann_reorder",
+            type=int,
+            default=ScannConfig.reorder,
+            help="candidates ScaNN re-scores exactly, as a multiple of the depth asked (default 4)",
+        )
+        option(
+            "recall_sample_every",
+            type=int,
+            default=RecommendSettings.recall_sample_every,
+            help="with --index scann, every N-th user of a block is also retrieved exactly to measure recall",
+        )
+        option(
+            "min_recall",
+            type=float,
+            default=Gate.min_recall,
+            help="publish gate: least recall@K of --index scann against exact top-K on the sampled users",
+        )
         option(
             "min_full_list_share",
             type=float,
@@ -123,6 +153,9 @@ class JobSettings:
     max_bad_share: float
     item_shard_size: int | None
     similar_k: int
+    index: str  # "exact" or "scann"
+    scann: ScannConfig
+    recall_sample_every: int
     shuffle: str  # "files" or "beam"
     gate: Gate
 
@@ -148,14 +181,23 @@ def validate(options: RecommendOptions) -> JobSettings:
         ("--max-bad-share", args.max_bad_share),
         ("--min-full-list-share", args.min_full_list_share),
         ("--max-fallback-share", args.max_fallback_share),
+        ("--min-recall", args.min_recall),
     ):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{flag} must be within 0..1, got {share}")
     sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
     sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
+    sizes += (("--scann-reorder", args.scann_reorder), ("--recall-sample-every", args.recall_sample_every))
+    sizes += tuple(
+        (f, v)
+        for f, v in (("--scann-leaves", args.scann_leaves), ("--scann-leaves-to-search", args.scann_leaves_to_search))
+        if v is not None
+    )
     for flag, value in sizes:
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.index == "scann" and not scann_available():
+        raise ValueError(f"--index scann needs ScaNN, which is not installed: {INSTALL_HINT}")
     if args.final_k > args.top_k:
         raise ValueError(f"--final-k {args.final_k} exceeds --top-k {args.top_k}: re-ranking keeps a subset")
     try:
@@ -193,11 +235,15 @@ def validate(options: RecommendOptions) -> JobSettings:
         max_bad_share=args.max_bad_share,
         item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
+        index=args.index,
+        scann=ScannConfig(args.scann_leaves, args.scann_leaves_to_search, args.scann_reorder),
+        recall_sample_every=args.recall_sample_every,
         shuffle=args.shuffle if args.shuffle != "auto" else ("files" if runs_locally(options) else "beam"),
         gate=Gate(
             args.min_full_list_share,
             args.max_fallback_share,
             args.min_distinct_items,
+            args.min_recall,
             parse_metric_floors(args.min_bundle_metric),
         ),
     )

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core import outputs
+from recsys_core.ann import ScannConfig, ScannIndex, recall
 from recsys_core.data.tables import group_by_user
 from recsys_core.export import bundle_schema, load_bundle, read_text
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
@@ -163,6 +164,10 @@ class RecommendSettings:
         popularity_weight: weight of the items' training popularity in the final order.
         item_shard_size: score the items in shards of at most this many (None: all at
             once); the lists are the same, the score matrix `[block, shard]` smaller.
+        index: "exact" (`scoring.ExactIndex`) or "scann" (`ann.ScannIndex`, approximate).
+        scann: ScaNN's settings, with `index="scann"`.
+        recall_sample_every: with ScaNN, every this-many-th user of a block is also
+            retrieved exactly, and the overlap counted (`recall_hits` of `recall_relevant`).
         timestamp: the run date (seconds): the query time of users without history.
         run_id: written into every row.
     """
@@ -175,6 +180,9 @@ class RecommendSettings:
     blend_weight: float = 1.0
     popularity_weight: float = 0.0
     item_shard_size: int | None = None
+    index: str = "exact"
+    scann: ScannConfig = ScannConfig()
+    recall_sample_every: int = 100
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
@@ -239,7 +247,7 @@ def recommend_block(
 
     Args:
         seconds: if given, each stage's time is added to it: `query_tower`, `top_k`
-            (fallbacks included), `rerank` (the ranking signature) and `rows` (blend,
+            (fallbacks and the recall sample included), `rerank` (the ranking signature) and `rows` (blend,
             order, output tables).
 
     Returns:
@@ -251,10 +259,7 @@ def recommend_block(
     query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
     queries = scorer.embed_users(query)
     clock.lap("query_tower")
-    exact = index.cached(
-        ("exact", settings.item_shard_size), lambda: ExactIndex(index.embeddings, settings.item_shard_size)
-    )
-    retrieval_scores, candidates = exact.top_k(queries, block.seen, settings.top_k)
+    retrieval_scores, candidates, recall_counts = _retrieve(index, queries, block.seen, settings)
     servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
     fallback = ~servable
     if fallback.any():
@@ -294,9 +299,31 @@ def recommend_block(
         "items_excluded": int(sum(len(s) for s in block.seen)),
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
         "nan_scores": int(np.isnan(final_scores).sum()),
+        "recall_hits": recall_counts[0],
+        "recall_relevant": recall_counts[1],
     }
     clock.lap("rows")
     return recommendations, embeddings, counts
+
+
+def _retrieve(
+    index: ItemIndex, queries: np.ndarray, seen: list[np.ndarray], settings: RecommendSettings
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Top-K unseen items `[users, top_k]` (scores, indices) by the chosen index, and its measured recall.
+
+    With ScaNN, a sample of the users (every `recall_sample_every`-th, from the first)
+    is also retrieved exactly: `(hits, relevant)` counts how many of their exact
+    top-K items the approximate lists hold. The exact index gives `(0, 0)`.
+    """
+    shards = settings.item_shard_size
+    exact = index.cached(("exact", shards), lambda: ExactIndex(index.embeddings, shards))
+    if settings.index == "exact":
+        return *exact.top_k(queries, seen, settings.top_k), (0, 0)
+    approximate = index.cached(("scann", settings.scann), lambda: ScannIndex(index.embeddings, settings.scann))
+    scores, candidates = approximate.top_k(queries, seen, settings.top_k)
+    sample = np.arange(0, len(queries), settings.recall_sample_every)
+    _, truth = exact.top_k(queries[sample], [seen[i] for i in sample], settings.top_k)
+    return scores, candidates, recall(candidates[sample], truth)
 
 
 class _StageClock:

@@ -10,6 +10,7 @@ METRICS = {"lists": {"final": {"ndcg_at_10": 0.41}}, "ranking": {"rmse": 0.93}}
 
 def test_a_healthy_night_passes():
     assert failures(Gate(), HEALTHY, METRICS) == []
+    assert failures(Gate(), {**HEALTHY, "recall_hits": 95, "recall_relevant": 100}, METRICS) == []
 
 
 @pytest.mark.parametrize(
@@ -20,6 +21,8 @@ def test_a_healthy_night_passes():
         ({"nan_scores": 3}, Gate(), "3 recommended rows have a NaN score"),
         ({}, Gate(min_distinct_items=500), "only 400 distinct items recommended (--min-distinct-items 500)"),
         ({"users_scored": 0, "fallback_users": 0}, Gate(), "no user was scored"),
+        ({"recall_hits": 94, "recall_relevant": 100}, Gate(), "found 94.0% of the exact top-K items"),
+        ({"recall_hits": 96, "recall_relevant": 100}, Gate(min_recall=0.97), "(--min-recall 0.97)"),
     ],
 )
 def test_each_check_names_its_figure_and_threshold(changes, gate, expected):
