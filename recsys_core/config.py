@@ -155,6 +155,9 @@ class TrainingConfig:
     popularity_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     # EASE baseline regularisation, chosen on validation.
     ease_l2: tuple[float, ...] = (100.0, 300.0, 1000.0)
+    # EASE inverts an [items, items] matrix (8 * items^2 bytes, a few times over): above this
+    # many items the protocol leaves the EASE baseline out and says so.
+    ease_max_items: int = 20_000
     verbose: int = 1  # Keras: 1 progress bars, 2 one line per epoch, 0 silent
 
 

@@ -6,7 +6,8 @@
    regularisation.
 2. On the test split, with every training interaction as what the job sees: the
    job's final lists (each re-ranker at its chosen weight, the chosen one as
-   `final`), its retrieval-only top-K, most-popular-unseen and EASE lists, all
+   `final`), its retrieval-only top-K, most-popular-unseen and EASE lists (EASE up
+   to `training.ease_max_items` items), all
    through `evaluation.list_figures`; and (`rating_baselines`) the user+item bias RMSE.
 """
 
@@ -89,7 +90,7 @@ def select(bundle: str, config: ExperimentConfig, fit: InteractionData, validati
         f"{l2:g}": evaluation.list_figures(evaluation.ease_lists(held_out, l2, config.training.final_k), held_out)[
             SELECTION_METRIC
         ]
-        for l2 in config.training.ease_l2
+        for l2 in (config.training.ease_l2 if _ease_fits(config, fit) else ())
     }
     selection = {
         "metric": "validation NDCG@10, mean of both relevance definitions (every item; rated >= 4)",
@@ -102,7 +103,7 @@ def select(bundle: str, config: ExperimentConfig, fit: InteractionData, validati
             f"{name}@{w:g}+{p:g}": value for name, by_point in scores.items() for (w, p), value in by_point.items()
         },
         "best_reranker_gain": {"reranker": best_reranker, "mean": float(gain.mean()), "standard_error": standard_error},
-        "ease_l2": float(max(ease_scores, key=ease_scores.get)),
+        "ease_l2": float(max(ease_scores, key=ease_scores.get)) if ease_scores else None,
         "ease_validation_scores": ease_scores,
     }
     log.info(
@@ -110,6 +111,18 @@ def select(bundle: str, config: ExperimentConfig, fit: InteractionData, validati
         {k: selection[k] for k in ("reranker", "blend_weight", "popularity_weight", "ease_l2")},
     )
     return selection
+
+
+def _ease_fits(config: ExperimentConfig, data: InteractionData) -> bool:
+    """Whether the EASE baseline is computed (`training.ease_max_items`); logs why not."""
+    if data.items.num_rows <= config.training.ease_max_items:
+        return True
+    log.info(
+        "EASE baseline left out: %d items exceed training.ease_max_items=%d (it inverts an items x items matrix)",
+        data.items.num_rows,
+        config.training.ease_max_items,
+    )
+    return False
 
 
 def lists_on_test(
@@ -139,7 +152,8 @@ def lists_on_test(
     lists["final"] = lists[f"final_{selection['reranker']}"]
     lists["retrieval"] = job_lists(dataclasses.replace(base, final_k=config.training.top_k))
     lists["most_popular"] = evaluation.popular_lists(held_out, config.training.top_k)
-    lists["ease"] = evaluation.ease_lists(held_out, selection["ease_l2"], config.training.top_k)
+    if selection["ease_l2"] is not None:
+        lists["ease"] = evaluation.ease_lists(held_out, selection["ease_l2"], config.training.top_k)
     return {name: evaluation.list_figures(top, held_out, config.training.final_k) for name, top in lists.items()}
 
 

@@ -190,7 +190,7 @@ def build_report(runs: dict[str, list[dict]]) -> dict:
     for split in splits.values():
         chosen = "; ".join(
             f"seed {seed}: re-ranker {c['reranker']} at weight {c['blend_weight']}, popularity weight "
-            f"{c['popularity_weight']}, EASE λ {c['ease_l2']}"
+            f"{c['popularity_weight']}, EASE λ {c['ease_l2'] if c['ease_l2'] is not None else '(EASE left out)'}"
             for seed, c in zip(split["seeds"], split["choices"], strict=True)
         )
         split["description"] += f" Chosen on validation: {chosen}."

@@ -100,3 +100,18 @@ def test_validation_is_carved_from_training_only(ml100k_split):
     validation_keys = set(map(tuple, validation.ratings.select(key).to_pandas().to_numpy().tolist()))
     assert validation.ratings.num_rows == 8_000 and fit.ratings.num_rows == 72_000
     assert not validation_keys & test_keys
+
+
+def test_catalogues_beyond_ease_max_items_leave_ease_out_and_keep_the_rest(ml100k_bundle, ml100k_split):
+    from recsys_core import protocol
+    from recsys_core.config import experiment
+
+    config = experiment("ml100k")
+    config.training.blend_weights, config.training.popularity_weights = (0.5,), (0.0,)
+    config.training.ease_max_items = 1_000  # ML-100K has 1 682 items
+    train, test = ml100k_split
+    fit, validation = random_split(train, 0.1, 42)
+    choice = protocol.select(ml100k_bundle, config, fit, validation)
+    assert choice["ease_l2"] is None and choice["ease_validation_scores"] == {}
+    lists = protocol.lists_on_test(ml100k_bundle, config, choice, train, test)
+    assert "ease" not in lists and {"final", "retrieval", "most_popular"} <= set(lists)
