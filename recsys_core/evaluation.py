@@ -19,7 +19,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import baselines, metrics
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
-from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_block, user_blocks
+from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_blocks, user_blocks
 from recsys_core.schema import ITEM_ID, RATING, USER_ID, FeatureSchema
 from recsys_core.scoring import top_k_popular_unseen
 
@@ -77,7 +77,7 @@ class HeldOut:
 class JobLists:
     """The job's lists for the held-out users, for any `RecommendSettings`.
 
-    Runs exactly what a Beam worker runs, `user_blocks` -> `recommend_block`. The
+    Runs exactly what a Beam worker runs, `user_blocks` -> `recommend_block` (several blocks at a time). The
     users are grouped into blocks and the items embedded once, so that trying many
     settings (the validation grid) only repeats the per-block kernel.
     """
@@ -92,7 +92,7 @@ class JobLists:
 
     def __call__(self, settings: RecommendSettings) -> np.ndarray:
         """`[users, final_k]` item indices into `seen.items`, -1 empty."""
-        tables = [recommend_block(self._scorer, block, self._index, settings)[0] for block in self._blocks]
+        tables = [rows for rows, _, _ in recommend_blocks(self._scorer, self._blocks, self._index, settings)]
         items = self._held_out.seen.items[ITEM_ID]
         return rows_to_lists(pa.concat_tables(tables), self._held_out.user_ids, items, settings.final_k)
 

@@ -70,6 +70,7 @@ SCHEMAS = {
 def recommendations_table(
     user_ids, ranks, item_ids, retrieval_scores, ranking_scores, scores, sources, model_version: str, run_id: str
 ) -> pa.Table:
+    """Rows of `RECOMMENDATIONS_SCHEMA`: ids and `sources` as Arrow string arrays, the rest numpy `[rows]`."""
     n = len(ranks)
     return pa.table(
         [
@@ -79,9 +80,9 @@ def recommendations_table(
             pa.array(retrieval_scores, pa.float32()),
             pa.array(ranking_scores, pa.float32(), from_pandas=True),  # NaN -> null
             pa.array(scores, pa.float32()),
-            pa.array(sources, pa.string()),
-            pa.array([model_version] * n, pa.string()),
-            pa.array([run_id] * n, pa.string()),
+            sources,
+            pa.repeat(pa.scalar(model_version, pa.string()), n),
+            pa.repeat(pa.scalar(run_id, pa.string()), n),
         ],
         schema=RECOMMENDATIONS_SCHEMA,
     )
@@ -91,7 +92,7 @@ def embeddings_table(schema: pa.Schema, ids, embeddings: np.ndarray, model_versi
     """`[rows, dim]` float32 embeddings as a list<float32> column."""
     flat = pa.array(np.ascontiguousarray(embeddings, np.float32).ravel())
     column = pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1]).cast(pa.list_(pa.float32()))
-    return pa.table([ids, column, pa.array([model_version] * len(embeddings), pa.string())], schema=schema)
+    return pa.table([ids, column, pa.repeat(pa.scalar(model_version, pa.string()), len(embeddings))], schema=schema)
 
 
 def similar_items_table(item_ids, ranks, similar_ids, scores, model_version: str) -> pa.Table:
@@ -101,7 +102,7 @@ def similar_items_table(item_ids, ranks, similar_ids, scores, model_version: str
             pa.array(ranks, pa.int32()),
             similar_ids,
             pa.array(scores, pa.float32()),
-            pa.array([model_version] * len(ranks), pa.string()),
+            pa.repeat(pa.scalar(model_version, pa.string()), len(ranks)),
         ],
         schema=SIMILAR_ITEMS_SCHEMA,
     )

@@ -5,6 +5,8 @@ Used by offline evaluation and by the batch job, so that both rank the same way.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import tensorflow as tf
 
@@ -14,7 +16,7 @@ NEG_INF = -np.inf
 _RUN = 50  # items per run of the two-stage selection (see `_top_k_excluding`)
 
 
-@tf.function(reduce_retracing=True)
+@tf.function(reduce_retracing=True, autograph=False)  # plain TF ops: nothing for AutoGraph to convert
 def _top_k_excluding(
     queries: tf.Tensor, items_t: tf.Tensor, excluded: tf.Tensor, k: tf.Tensor, run: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
@@ -22,7 +24,7 @@ def _top_k_excluding(
 
     Exact, in two stages that read the score matrix about once: the best score of
     each run of `run` consecutive items, the k best runs, then the k best scores
-    among those runs' items. The k best scores all lie in the k best runs (each of
+    among those runs' items that reach the k-th best run's best. The k best scores all lie in the k best runs (each of
     those runs holds a score at least as high as the k-th best run's best), and
     ties go to the lower item index as in `tf.math.top_k` over the whole row.
     Excluded items are removed from the small tensors only (the best of each run
@@ -51,7 +53,7 @@ def _top_k_excluding(
     )
     rest = tf.reduce_max(tf.where(hidden, minus_inf, tf.gather(tf.reshape(runs, [-1, run]), touched)), axis=1)
     best = tf.tensor_scatter_nd_update(tf.reshape(tf.reduce_max(runs, axis=2), [-1]), touched[:, None], rest)
-    _, best_runs = tf.math.top_k(tf.reshape(best, [rows, -1]), k)
+    best_values, best_runs = tf.math.top_k(tf.reshape(best, [rows, -1]), k)
     best_runs = tf.cast(tf.sort(best_runs, axis=1), tf.int64)  # keeps the lower-index-first order of ties
     chosen = tf.gather(runs, best_runs, batch_dims=1)  # [rows, k, run]
     slot_of_cell = tf.scatter_nd(  # 1 + the position of each chosen run among its row's chosen runs
@@ -66,8 +68,14 @@ def _top_k_excluding(
         tf.boolean_mask(tf.stack([row, slot, offset], axis=1), inside),
         tf.fill(tf.reduce_sum(tf.cast(inside, tf.int32))[None], minus_inf),
     )
-    values, positions = tf.math.top_k(tf.reshape(chosen, [rows, -1]), k)
-    positions = tf.cast(positions, tf.int64)
+    # Only scores at least the k-th best run's best can be among the k best: about k of the k * run.
+    # (Written "not below" so that NaN scores, which the publish gate counts, are kept too.)
+    chosen = tf.reshape(chosen, [rows, -1])
+    kept = tf.where(~(chosen < best_values[:, -1:]))  # [n, 2] (row, place), row-major: places ascending
+    values = tf.RaggedTensor.from_value_rowids(tf.gather_nd(chosen, kept), kept[:, 0], nrows=rows)
+    places = tf.RaggedTensor.from_value_rowids(kept[:, 1], kept[:, 0], nrows=rows)
+    values, positions = tf.math.top_k(values.to_tensor(default_value=minus_inf), k)
+    positions = tf.gather(places.to_tensor(), positions, batch_dims=1)
     return values, tf.gather(best_runs, positions // run, batch_dims=1) * run + positions % run
 
 
@@ -88,6 +96,7 @@ class ExactIndex:
         self._items = np.asarray(items, np.float32)
         self._bounds = _shard_bounds(len(self._items), shard_size)
         self._shards: dict[int, list[_Shard]] = {}  # by k: the run length depends on it
+        self._lock = threading.Lock()
 
     def top_k(
         self, queries: np.ndarray, seen: list[np.ndarray], k: int, block_size: int = 512
@@ -105,9 +114,10 @@ class ExactIndex:
             unseen items) and item indices `[num_queries, k]` (-1 there).
         """
         k = min(k, len(self._items))
-        if k not in self._shards:
-            self._shards[k] = [_Shard(self._items, start, stop, k) for start, stop in self._bounds]
-        shards = self._shards[k]
+        with self._lock:
+            if k not in self._shards:
+                self._shards[k] = [_Shard(self._items, start, stop, k) for start, stop in self._bounds]
+            shards = self._shards[k]
         all_scores, all_indices = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.int64)]
         for start in range(0, queries.shape[0], block_size):
             block_queries = tf.constant(queries[start : start + block_size], tf.float32)
@@ -250,12 +260,15 @@ def rerank(candidate_indices: np.ndarray, scores: np.ndarray, retrieval_scores: 
         slots sort last.
     """
     valid = candidate_indices >= 0
-    keys = (
-        candidate_indices,
-        -np.where(valid, retrieval_scores, NEG_INF),
-        -np.where(valid, scores, NEG_INF),
-    )
-    return np.lexsort(keys, axis=-1)[:, :final_k]
+    primary = -np.where(valid, scores, NEG_INF)
+    order = np.argsort(primary, axis=-1)
+    # Rows whose order the score alone leaves open (equal scores) take the full three-key sort.
+    ordered = np.take_along_axis(primary, order, axis=-1)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=-1)
+    if tied.any():
+        keys = (candidate_indices[tied], -np.where(valid, retrieval_scores, NEG_INF)[tied], primary[tied])
+        order[tied] = np.lexsort(keys, axis=-1)
+    return order[:, :final_k]
 
 
 def _standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:

@@ -48,6 +48,8 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
         "items_excluded": 4,
         "users_short_of_final_k": 0,
         "nan_scores": 0,
+        "recall_hits": 0,  # the exact index measures no recall
+        "recall_relevant": 0,
     }
     by_user = {u: recs.filter(pa.compute.equal(recs["user_id"], u)).to_pydict() for u in ("1", "2", "someone-new")}
     assert set(by_user["1"]["source"]) == {MODEL_SOURCE}
