@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_core.data.tables import one_array
 from recsys_core.schema import INTERACTIONS_SCHEMA, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
 
 INTERACTIONS, USERS, ITEMS = "interactions", "users", "items"
@@ -243,7 +244,7 @@ def group_users(
         users, duplicates = keep_one_per_id(users, USER_ID, USERS)
         dead.append(duplicates)
     for column, known, reason in ((ITEM_ID, catalogue, "unknown_item"), (USER_ID, users[USER_ID], "unknown_user")):
-        unknown = pc.invert(pc.is_in(interactions[column], value_set=pa.chunked_array([known]).combine_chunks()))
+        unknown = pc.invert(pc.is_in(interactions[column], value_set=one_array(known)))
         unknown = unknown.to_numpy(zero_copy_only=False)
         dead.append(_dead_rows(interactions, unknown, INTERACTIONS, reason, column))
         interactions = interactions.filter(pa.array(~unknown))
