@@ -16,7 +16,20 @@ NEG_INF = -np.inf
 _RUN = 50  # items per run of the two-stage selection (see `_top_k_excluding`)
 
 
-@tf.function(reduce_retracing=True, autograph=False)  # plain TF ops: nothing for AutoGraph to convert
+_MATRIX = tf.TensorSpec([None, None], tf.float32)
+
+
+# One trace for every shape (blocks, catalogues and exclusion lists all vary); plain TF ops: no AutoGraph.
+@tf.function(
+    input_signature=[
+        _MATRIX,
+        _MATRIX,
+        tf.TensorSpec([None, 2], tf.int64),
+        tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([], tf.int64),
+    ],
+    autograph=False,
+)
 def _top_k_excluding(
     queries: tf.Tensor, items_t: tf.Tensor, excluded: tf.Tensor, k: tf.Tensor, run: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:

@@ -13,6 +13,7 @@ from recsys_core.recommend import (
     UserBlock,
     build_item_index,
     recommend_block,
+    recommend_blocks,
     similar_items,
     user_blocks,
 )
@@ -120,3 +121,14 @@ def test_rating_from_states_gives_the_lists_of_rating_every_pair(ml100k_bundle, 
         assert rows.select(["user_id", "rank", "item_id", "source"]).equals(
             expected.select(["user_id", "rank", "item_id", "source"])
         )
+
+
+def test_blocks_scored_side_by_side_give_each_blocks_own_result_in_order(scorer, index, ml100k):
+    blocks = user_blocks(ml100k.users, ml100k.ratings, ml100k.items, block_size=150)
+    one_by_one = [recommend_block(scorer, block, index, _settings()) for block in blocks]
+    side_by_side = list(recommend_blocks(scorer, blocks, index, _settings(), threads=3))
+    assert len(side_by_side) == len(one_by_one) == 7
+    for (rows, embeddings, counts), (expected_rows, expected_embeddings, expected_counts) in zip(
+        side_by_side, one_by_one, strict=True
+    ):
+        assert rows.equals(expected_rows) and embeddings.equals(expected_embeddings) and counts == expected_counts
