@@ -26,7 +26,8 @@ def test_recall_counts_the_exact_items_the_approximate_lists_hold():
 
 def test_default_partitions_grow_with_the_catalogue():
     assert ScannConfig().resolved(1_000) == (0, 0)  # small catalogues: no partitioning
-    assert ScannConfig().resolved(100_000) == (316, 32)
+    assert ScannConfig().resolved(100_000) == (316, 16)
+    assert ScannConfig().resolved(4_000) == (63, 16)
     assert ScannConfig(leaves=50, leaves_to_search=80).resolved(100_000) == (50, 50)
 
 
