@@ -130,7 +130,7 @@ def measure(name: str, repeats: int, bundle: str | None) -> dict:
         staged = sorted((kernel_run(bundle, data, by_stage=True) for _ in range(repeats)), key=lambda s: s["total"])
         stages = staged[len(staged) // 2]
         jobs = [job_run(bundle, data_config, os.path.join(scratch, f"out{i}")) for i in range(repeats)]
-    dim = BundleScorer(bundle).manifest["signatures"]["query_embedding"]["outputs"]["embedding"]["shape"][-1]
+        dim = BundleScorer(bundle).manifest["signatures"]["query_embedding"]["outputs"]["embedding"]["shape"][-1]
     users, items = data.users.num_rows, data.items.num_rows
     top_k_gflops = 2 * users * items * dim / stages["top_k"] / 1e9
     kernel = users / statistics.median(run["total"] for run in kernels)

@@ -100,7 +100,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     checked = {
         table: pipeline
         | f"Read{table.title()}" >> ReadTable(inputs, table)
-        | f"Check{table.title()}" >> CheckRows(table, rules)
+        | f"Check{table.title()}" >> CheckRows(table, rules, settings.bundle)
         for table in (INTERACTIONS, USERS, ITEMS)
         if inputs.has(table)
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import threading
 import uuid
 import zlib
 
@@ -73,7 +74,29 @@ class _WithBundle(beam.DoFn):
         self._bundle = bundle
 
     def setup(self) -> None:
-        self.scorer = _SCORERS.acquire(lambda: BundleScorer(self._bundle), tag=self._bundle)
+        self.scorer = _load_bundle(self._bundle)
+
+
+def _load_bundle(bundle: str) -> BundleScorer:
+    return _SCORERS.acquire(lambda: BundleScorer(bundle), tag=bundle)
+
+
+_PRELOADED: dict[str, BundleScorer | None] = {}  # keeps each worker's preloaded bundle alive (Shared holds weakly)
+_PRELOAD_LOCK = threading.Lock()
+
+
+def preload_bundle(bundle: str) -> None:
+    """Starts loading the bundle in a background thread, once per worker process, so that the first stage
+    that scores does not wait for it (loading takes seconds; `_WithBundle` then gets the same object)."""
+    with _PRELOAD_LOCK:
+        if bundle in _PRELOADED:
+            return
+        _PRELOADED[bundle] = None
+
+    def load() -> None:
+        _PRELOADED[bundle] = _load_bundle(bundle)
+
+    threading.Thread(target=load, name="preload-bundle", daemon=True).start()
 
 
 class ReadTable(beam.PTransform):
@@ -91,11 +114,13 @@ class ReadTable(beam.PTransform):
 
 
 class _CheckRowsFn(beam.DoFn):
-    def __init__(self, table: str, rules: Rules) -> None:
-        self._table, self._rules = table, rules
+    def __init__(self, table: str, rules: Rules, bundle: str | None) -> None:
+        self._table, self._rules, self._bundle = table, rules, bundle
 
     def setup(self) -> None:
         self._read = _counter(f"rows_read_{self._table}")
+        if self._bundle:  # every worker reads first: start loading what it will score with
+            preload_bundle(self._bundle)
 
     def process(self, batch: tuple[str, pa.Table]):
         fault_point("job:read")
@@ -109,14 +134,18 @@ class _CheckRowsFn(beam.DoFn):
 
 
 class CheckRows(beam.PTransform):
-    """`(source, rows)` -> valid rows with their source column (main) and dead letters (tagged `dead`)."""
+    """`(source, rows)` -> valid rows with their source column (main) and dead letters (tagged `dead`).
 
-    def __init__(self, table: str, rules: Rules) -> None:
+    With `bundle`, each worker starts loading it in the background (`preload_bundle`).
+    """
+
+    def __init__(self, table: str, rules: Rules, bundle: str | None = None) -> None:
         super().__init__()
-        self._table, self._rules = table, rules
+        self._table, self._rules, self._bundle = table, rules, bundle
 
     def expand(self, batches):
-        return batches | "Check" >> beam.ParDo(_CheckRowsFn(self._table, self._rules)).with_outputs(DEAD, main="rows")
+        check = _CheckRowsFn(self._table, self._rules, self._bundle)
+        return batches | "Check" >> beam.ParDo(check).with_outputs(DEAD, main="rows")
 
 
 def user_bucket(user_ids: pa.Array, buckets: int) -> np.ndarray:
