@@ -69,7 +69,13 @@ def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
         "dlrm",
         "dcn",
         "multitask",
+        # the rating in halves, for re-ranking many candidates (DLRM and DCN mix user and item numbers early)
+        *(f"{name}_{part}" for name in ("ranking", "multitask") for part in ("user_state", "item_state", "candidates")),
     }
+    for name in ("ranking", "multitask"):
+        user, item = (set(manifest["signatures"][f"{name}_{part}"]["inputs"]) for part in ("user_state", "item_state"))
+        assert not user & item and user | item == set(manifest["signatures"][name]["inputs"])
+        assert "item_id" in item and "user_id" in user
     ranking, dlrm = (manifest["signatures"][name]["inputs"] for name in ("ranking", "dlrm"))
     assert ranking["movie_genres"] == {"dtype": "string", "shape": [None, None]}
     # Each signature takes what its model reads: the schema feeds titles to the towers and the ranker only.
