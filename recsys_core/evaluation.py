@@ -9,6 +9,7 @@ scored against held-out interactions. Baselines go through the same metric code.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -73,6 +74,13 @@ class HeldOut:
         liked, _ = group_by_user(liked_ratings, user_ids, items)
         return cls(seen, user_ids, relevant, liked, item_counts(seen.ratings, items))
 
+    @functools.cached_property
+    def item_cooccurrence(self) -> np.ndarray:
+        """`[items, items]` X^T X of every user in `seen`: EASE's input, the same for every λ tried."""
+        items = self.seen.items[ITEM_ID]
+        everyone, _ = group_by_user(self.seen.ratings, self.seen.users[USER_ID], items)
+        return baselines.item_cooccurrence(everyone, len(items))
+
 
 class JobLists:
     """The job's lists for the held-out users, for any `RecommendSettings`.
@@ -114,9 +122,7 @@ def popular_lists(held_out: HeldOut, k: int) -> np.ndarray:
 
 def ease_lists(held_out: HeldOut, l2: float, k: int) -> np.ndarray:
     """EASE top-k with seen items excluded, `[users, k]`."""
-    ratings, items = held_out.seen.ratings, held_out.seen.items[ITEM_ID]
-    everyone, _ = group_by_user(ratings, held_out.seen.users[USER_ID], items)
-    weights = baselines.ease_item_weights(baselines.item_cooccurrence(everyone, len(items)), l2)
+    weights = baselines.ease_item_weights(held_out.item_cooccurrence, l2)
     return baselines.ease_top_k(_seen(held_out), weights, k)[1]
 
 
