@@ -76,7 +76,11 @@ class RecommendOptions(PipelineOptions):
             "its recall against exact is measured on a sample of users and gated by --min-recall)",
         )
         option("scann_leaves", type=int, help="ScaNN partitions (default about sqrt(items))")
-        option("scann_leaves_to_search", type=int, help="ScaNN partitions searched per user (default leaves / 10)")
+        option(
+            "scann_leaves_to_search",
+            type=int,
+            help="ScaNN partitions searched per user (default leaves / 20, at least 16)",
+        )
         option(
             "scann_reorder",
             type=int,

@@ -60,7 +60,7 @@ class ScannIndex:
         ImportError: ScaNN is not installed (the message says how to install it).
     """
 
-    def __init__(self, items: np.ndarray, config: ScannConfig = ScannConfig(), threads: int = 0) -> None:
+    def __init__(self, items: np.ndarray, config: ScannConfig = ScannConfig()) -> None:
         try:
             import scann
         except ImportError as error:
@@ -81,9 +81,7 @@ class ScannIndex:
         text = builder.create_config().replace("RANDOM_INITIALIZATION", "DEFAULT_KMEANS_PLUS_PLUS")
         text = text.replace("partitioning {", "partitioning {\n        clustering_seed: 1", 1)
         with native_stderr_silenced():  # ScaNN logs its training steps through absl, a few lines per build
-            self._searcher = scann.scann_ops_pybind.create_searcher(self._items, text, training_threads=threads)
-        if threads:
-            self._searcher.set_num_threads(threads)
+            self._searcher = scann.scann_ops_pybind.create_searcher(self._items, text)
 
     def top_k(self, queries: np.ndarray, seen: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k items by dot product, skipping each query's seen items.

@@ -37,9 +37,10 @@ def _top_k_excluding(
 
     Exact, in two stages that read the score matrix about once: the best score of
     each run of `run` consecutive items, the k best runs, then the k best scores
-    among those runs' items that reach the k-th best run's best. The k best scores all lie in the k best runs (each of
-    those runs holds a score at least as high as the k-th best run's best), and
-    ties go to the lower item index as in `tf.math.top_k` over the whole row.
+    among those runs' items that reach the k-th best run's best. The k best scores
+    all lie in the k best runs (each of those runs holds a score at least as high as
+    the k-th best run's best), and ties go to the lower item index as in
+    `tf.math.top_k` over the whole row.
     Excluded items are removed from the small tensors only (the best of each run
     they are in, and the chosen runs' scores), never by writing into or copying
     the `[rows, items]` score matrix.
@@ -165,7 +166,7 @@ class _Shard:
 
     def __init__(self, items: np.ndarray, start: int, stop: int, k: int) -> None:
         size = stop - start
-        self.start, self.k = start, min(k, size)
+        self.start, self.stop, self.k = start, stop, min(k, size)
         # Runs short enough that there are ~4k of them: the second stage then reads ~1/4 of the scores at most.
         self.run = max(1, min(_RUN, size // (4 * self.k)))
         padded = -(-size // self.run) * self.run
@@ -176,7 +177,7 @@ class _Shard:
 
     def top_k(self, queries: tf.Tensor, rows: np.ndarray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`[queries, k]` scores and global item indices, excluding the (row, item) pairs `rows`, `columns`."""
-        inside = (columns >= self.start) & (columns < self.start + self.embeddings_t.shape[1] - len(self.padding))
+        inside = (columns >= self.start) & (columns < self.stop)
         excluded = np.concatenate(
             [
                 np.stack([rows[inside], columns[inside] - self.start], axis=1),
