@@ -16,9 +16,11 @@ trained on them, the kernel reads them into memory and the job reads the files.
   (`recommend_blocks`). Users/s from loading the bundle and embedding every item to
   the last block, and of the blocks alone; median of --repeats. A second pass,
   one block at a time, times each stage.
-- job: `jobs.batch_recommend.run` on the DirectRunner with 2 worker processes,
-  end to end (read, check, group, score, write, publish), the same settings.
-  Users/s over its whole wall time, median of --repeats, and its ratio to the kernel.
+- job: `jobs.batch_recommend.run` on the DirectRunner, end to end (read, check,
+  group, score, write, publish), the same settings, in three set-ups: its default
+  (one worker in this process), 2 workers as threads, 2 worker processes (each
+  imports TensorFlow and loads the bundle). Users/s over its whole wall time,
+  median of --repeats, and its ratio to the kernel.
 - peak: a large fp32 `tf.matmul` in the same run; the top-K stage's GFLOP/s
   (2 x users x items x dim) is given as a share of it.
 
@@ -64,7 +66,12 @@ TOP_K, FINAL_K, BLOCK = 100, 20, 1024
 # The same work in the kernel and the job: every candidate re-ranked by `ranking`.
 RERANK = ["--reranker", "ranking", "--blend-weight", "1", "--popularity-weight", "0"]
 EXTRA = []
-TWO_WORKERS = ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+# DirectRunner set-ups of the job: its default (one worker, in this process) and two workers as threads or processes.
+JOB_MODES = {
+    "default": [],
+    "2_threads": ["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"],
+    "2_processes": ["--direct_num_workers", "2", "--direct_running_mode", "multi_processing"],
+}
 
 
 def scenario_data(name: str, scratch: str) -> DataConfig:
@@ -112,11 +119,11 @@ def kernel_run(bundle: str, data, by_stage: bool) -> dict[str, float]:
     return seconds
 
 
-def job_run(bundle: str, data: DataConfig, output: str) -> float:
-    """Users/s of the whole job (2 DirectRunner workers), wall time from the call to the published pointer."""
+def job_run(bundle: str, data: DataConfig, output: str, mode: str) -> float:
+    """Users/s of the whole job in a `JOB_MODES` set-up, wall time from the call to the published pointer."""
     flags = ["--bundle", bundle, "--output", output, "--run-date", "2026-11-22", "--data-source", data.source]
     started = time.perf_counter()
-    manifest = batch_recommend.run([*flags, "--data-path", data.path, *RERANK, *TWO_WORKERS, *EXTRA])
+    manifest = batch_recommend.run([*flags, "--data-path", data.path, *RERANK, *JOB_MODES[mode], *EXTRA])
     return manifest["user_count"] / (time.perf_counter() - started)
 
 
@@ -129,7 +136,10 @@ def measure(name: str, repeats: int, bundle: str | None) -> dict:
         kernels = [kernel_run(bundle, data, by_stage=False) for _ in range(repeats)]
         staged = sorted((kernel_run(bundle, data, by_stage=True) for _ in range(repeats)), key=lambda s: s["total"])
         stages = staged[len(staged) // 2]
-        jobs = [job_run(bundle, data_config, os.path.join(scratch, f"out{i}")) for i in range(repeats)]
+        jobs = {
+            mode: [job_run(bundle, data_config, os.path.join(scratch, f"out_{mode}_{i}"), mode) for i in range(repeats)]
+            for mode in JOB_MODES
+        }
         dim = BundleScorer(bundle).manifest["signatures"]["query_embedding"]["outputs"]["embedding"]["shape"][-1]
     users, items = data.users.num_rows, data.items.num_rows
     top_k_gflops = 2 * users * items * dim / stages["top_k"] / 1e9
@@ -143,9 +153,9 @@ def measure(name: str, repeats: int, bundle: str | None) -> dict:
         "kernel_runs_seconds": kernels,
         "one_block_at_a_time_stage_seconds": stages,
         "rerank_over_top_k": stages["rerank"] / stages["top_k"],
-        "job_2_workers_users_per_second": statistics.median(jobs),
+        "job_users_per_second": {mode: statistics.median(runs) for mode, runs in jobs.items()},
         "job_runs": jobs,
-        "job_over_kernel": statistics.median(jobs) / kernel,
+        "job_over_kernel": {mode: statistics.median(runs) / kernel for mode, runs in jobs.items()},
         "matmul_peak_gflops": peak,
         "top_k_gflops": top_k_gflops,
         "top_k_share_of_peak": top_k_gflops / peak,
@@ -162,12 +172,10 @@ def main() -> None:
     for name in args.scenarios.split(","):
         results[name] = measure(name, args.repeats, args.bundle)
         print(json.dumps({name: results[name]}), flush=True)
-    print(f"\n{'scenario':<32} {'kernel u/s':>10} {'blocks u/s':>10} {'job u/s':>8} {'job/kernel':>10}")
+    print(f"\n{'scenario':<32} {'kernel u/s':>10} {'blocks u/s':>10}   job u/s (job/kernel): " + ", ".join(JOB_MODES))
     for name, r in results.items():
-        print(
-            f"{name:<32} {r['kernel_users_per_second']:>10.0f} {r['kernel_blocks_users_per_second']:>10.0f} "
-            f"{r['job_2_workers_users_per_second']:>8.0f} {r['job_over_kernel']:>10.2f}"
-        )
+        jobs = ", ".join(f"{r['job_users_per_second'][m]:.0f} ({r['job_over_kernel'][m]:.2f})" for m in JOB_MODES)
+        print(f"{name:<32} {r['kernel_users_per_second']:>10.0f} {r['kernel_blocks_users_per_second']:>10.0f}   {jobs}")
     print("\none block at a time, seconds per stage (top-K as a share of the in-run matmul peak):")
     for name, r in results.items():
         stages = ", ".join(f"{stage} {s:.2f}" for stage, s in r["one_block_at_a_time_stage_seconds"].items())

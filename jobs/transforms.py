@@ -6,11 +6,14 @@ out) -> group each bucket of users with their interactions -> blocks -> score.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
+import os
 import threading
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
@@ -21,6 +24,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 
 from jobs.sources import JobInputs
@@ -339,6 +343,13 @@ class EmbedItems(beam.PTransform):
 
 
 class _RecommendFn(_WithBundle):
+    """Scores blocks `in_flight` at a time on a thread pool, emitting each block's tables in arrival order.
+
+    One block at a time leaves a worker's cores partly idle (parts of selection and row building run on
+    one core; TensorFlow, numpy and Arrow release the GIL), as `recommend_blocks` measured in process.
+    Every block submitted in a bundle is emitted before the bundle finishes, so a retried bundle loses none.
+    """
+
     def __init__(self, bundle: str, settings: RecommendSettings) -> None:
         super().__init__(bundle)
         self._settings = settings
@@ -346,22 +357,49 @@ class _RecommendFn(_WithBundle):
     def setup(self) -> None:
         super().setup()
         self._with_popularity = None  # (index, popularity, the index carrying that popularity)
+        self._in_flight = 2 * _tensorflow_threads()
+        self._pool = ThreadPoolExecutor(max_workers=self._in_flight, thread_name_prefix="recommend")
+
+    def start_bundle(self) -> None:
+        self._pending = collections.deque()
 
     def process(self, named_block, index: ItemIndex, popularity: np.ndarray):
         fault_point("job:score")
         name, block = named_block
-        # Side inputs are the same objects for every block on a worker: build the index once, not per block
-        # (a new ItemIndex would also recompute its cached item-id bytes).
+        index = self._index_with(index, popularity)
+        self._pending.append((name, self._pool.submit(recommend_block, self.scorer, block, index, self._settings)))
+        while len(self._pending) > self._in_flight:
+            yield from self._emit_oldest(lambda value: value)
+
+    def finish_bundle(self):
+        while self._pending:
+            yield from self._emit_oldest(GlobalWindows.windowed_value)
+
+    def teardown(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
+
+    def _emit_oldest(self, wrap):
+        name, future = self._pending.popleft()
+        recommendations, embeddings, counts = future.result()
+        for counter, value in counts.items():  # users_scored, fallback_users, ..., nan_scores
+            _counter(counter).inc(value)
+        yield wrap((name, recommendations))
+        yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, wrap((name, embeddings)))
+
+    def _index_with(self, index: ItemIndex, popularity: np.ndarray) -> ItemIndex:
+        """The index carrying `popularity`, built once per worker: side inputs are the same objects for
+        every block (a new ItemIndex per block would also recompute its cached item-id bytes)."""
         cached = self._with_popularity
         if cached is None or cached[0] is not index or cached[1] is not popularity:
             cached = (index, popularity, dataclasses.replace(index, popularity=popularity.astype(np.float32)))
             self._with_popularity = cached
-        index = cached[2]
-        recommendations, embeddings, counts = recommend_block(self.scorer, block, index, self._settings)
-        for counter, value in counts.items():  # users_scored, fallback_users, ..., nan_scores
-            _counter(counter).inc(value)
-        yield name, recommendations
-        yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, (name, embeddings))
+        return cached[2]
+
+
+def _tensorflow_threads() -> int:
+    """The cores this worker's TensorFlow may use: `TF_NUM_INTRAOP_THREADS` where the job set it per local
+    worker, else every core."""
+    return int(os.environ.get("TF_NUM_INTRAOP_THREADS") or 0) or os.cpu_count() or 1
 
 
 class RecommendUsers(beam.PTransform):
