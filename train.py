@@ -82,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if bundle is None:
         print("non-chief worker done; the chief worker wrote the bundle")
         return 0
-    with open(f"{bundle}/metrics.json") as handle:
-        print(json.dumps(json.load(handle), indent=2))
+    from recsys_core.bundle import METRICS, read_text
+
+    print(json.dumps(json.loads(read_text(f"{bundle}/{METRICS}")), indent=2))
     print(f"bundle: {bundle}")
     return 0
 

@@ -53,9 +53,9 @@ from jobs.transforms import (
     WriteTable,
 )
 from recsys_core import outputs
+from recsys_core.bundle import bundle_schema
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
-from recsys_core.export import bundle_schema
 from recsys_core.fingerprint import json_sha256
 from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID

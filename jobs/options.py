@@ -12,8 +12,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from jobs.gate import Gate, parse_metric_floors
 from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
+from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
-from recsys_core.export import BundleError, read_manifest
 from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
 

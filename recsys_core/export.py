@@ -1,12 +1,4 @@
-"""Model bundles: SavedModels with named signatures over raw feature dicts, plus a manifest.
-
-A bundle is one directory per training run:
-
-    <version>/saved_model/    signatures below; load with tf.saved_model.load alone
-    <version>/manifest.json   version, creation time, config, feature schema,
-                              vocabulary sizes, metrics, library versions
-    <version>/feature_schema.json   the schema the models were built from (`schema.load_schema` reads it)
-    <version>/metrics.json, config.json, vocabulary.json, plots/, tensorboard/, checkpoints/
+"""Serving signatures over raw feature dicts for a bundle's SavedModel (`bundle.py` owns its layout).
 
 Signatures (inputs are `[batch]` tensors named as the schema's columns;
 multi-valued features and `user_history` are `[batch, n]` padded with b""):
@@ -21,16 +13,10 @@ multi-valued features and `user_history` are `[batch, n]` padded with b""):
                                                 -> {"rating": [users, k]}      candidates per user)
 
 Each signature takes only the features its model reads (`Feature.feeds`); the
-manifest lists every signature's inputs.
+bundle's manifest lists every signature's inputs.
 """
 
 from __future__ import annotations
-
-import datetime
-import importlib.metadata
-import json
-import logging
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -39,22 +25,6 @@ import tensorflow_recommenders as tfrs
 from recsys_core import registry
 from recsys_core.features.arrays import item_inputs, query_inputs, tensor_specs, user_inputs
 from recsys_core.schema import HISTORY, FeatureSchema
-
-FORMAT_VERSION = 2  # 2: schema-driven inputs, `item_id` naming
-MANIFEST = "manifest.json"
-SAVED_MODEL = "saved_model"
-LATEST = "LATEST"
-FEATURE_SCHEMA = "feature_schema.json"
-_LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "apache-beam", "pyarrow", "numpy")
-
-
-class BundleError(ValueError):
-    """A bundle directory is missing, incomplete or incompatible; the message says which file."""
-
-
-def new_version() -> str:
-    """A sortable bundle version from the current UTC time, e.g. `20261123T172500Z`."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def build_signatures(
@@ -148,112 +118,3 @@ def _rating_signature(model: tfrs.Model, specs: dict):
         return {"rating": model(features)}
 
     return rating
-
-
-def save_bundle(directory: str, module: tf.Module, signatures: dict, schema: FeatureSchema, manifest: dict) -> None:
-    """Writes the SavedModel, the feature schema and the manifest (with signature specs and library versions)."""
-    # Saving logs a warning per Keras model about `get_config` and long notes on renamed
-    # captures; neither says anything about the bundle, so they are kept off the console.
-    loggers = [tf.get_logger(), logging.getLogger("absl")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        **manifest,
-        "feature_schema": schema.to_dict(),
-        "signatures": {name: _describe(fn) for name, fn in signatures.items()},
-        "library_versions": {lib: _version(lib) for lib in _LIBRARIES},
-    }
-    write_json(os.path.join(directory, FEATURE_SCHEMA), schema.to_dict())
-    write_json(os.path.join(directory, MANIFEST), manifest)
-
-
-def update_manifest(directory: str, changes: dict) -> None:
-    """Rewrites the manifest of a bundle being assembled with `changes` merged in (e.g. its evaluation)."""
-    path = os.path.join(directory, MANIFEST)
-    write_json(path, {**json.loads(read_text(path)), **changes})
-
-
-def _describe(fn) -> dict:
-    concrete = fn.get_concrete_function()
-    inputs = concrete.structured_input_signature[0][0]
-    outputs = concrete.structured_outputs
-    return {
-        "inputs": {name: {"dtype": spec.dtype.name, "shape": spec.shape.as_list()} for name, spec in inputs.items()},
-        "outputs": {name: {"dtype": t.dtype.name, "shape": t.shape.as_list()} for name, t in outputs.items()},
-    }
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes a file atomically: a reader sees the old file or the whole new one."""
-    partial = path + ".partial"
-    with open(partial, "w") as handle:
-        handle.write(text)
-    os.replace(partial, path)
-
-
-def read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path) as handle:
-        return handle.read()
-
-
-def write_json(path: str, value) -> None:
-    write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def resolve_bundle(path: str) -> str:
-    """The bundle directory `path` names: itself, or the one its `LATEST` file points at.
-
-    Paths go through `tf.io.gfile`, so bundles on object stores (gs://...) resolve too.
-    """
-    if tf.io.gfile.exists(os.path.join(path, LATEST)):
-        path = os.path.join(path, read_text(os.path.join(path, LATEST)).strip())
-    if not tf.io.gfile.isdir(path):
-        raise BundleError(f"model bundle {path} does not exist; train one with `python train.py` first")
-    return path
-
-
-def read_manifest(path: str) -> dict:
-    """Reads and checks a bundle's manifest; raises `BundleError` naming what is wrong."""
-    bundle = resolve_bundle(path)
-    manifest_path = os.path.join(bundle, MANIFEST)
-    if not tf.io.gfile.exists(manifest_path):
-        raise BundleError(f"{bundle} is not a complete model bundle: {MANIFEST} is missing; retrain or pick another")
-    try:
-        manifest = json.loads(read_text(manifest_path))
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{manifest_path} is not valid JSON ({error}); the bundle is damaged") from error
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{manifest_path} has bundle format {manifest.get('format_version')!r}; this code reads format "
-            f"{FORMAT_VERSION}. Retrain with this version or use a matching release"
-        )
-    if not tf.io.gfile.exists(os.path.join(bundle, SAVED_MODEL, "saved_model.pb")):
-        raise BundleError(f"{bundle}/{SAVED_MODEL}/saved_model.pb is missing; the bundle is incomplete")
-    manifest["path"] = bundle
-    return manifest
-
-
-def bundle_schema(manifest: dict) -> FeatureSchema:
-    """The feature schema a bundle's models were built from, named by its file in messages."""
-    return FeatureSchema.from_dict(manifest["feature_schema"], source=os.path.join(manifest["path"], FEATURE_SCHEMA))
-
-
-def load_bundle(path: str):
-    """`(manifest, loaded SavedModel)` of a checked bundle."""
-    manifest = read_manifest(path)
-    return manifest, tf.saved_model.load(os.path.join(manifest["path"], SAVED_MODEL))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from typing import BinaryIO
 
 import matplotlib
 
@@ -12,21 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def _save(figure: plt.Figure, target: str | BinaryIO) -> None:
-    """Lays out, writes as a 90 dpi PNG to a path or binary buffer, and closes `figure`."""
-    figure.tight_layout()
-    figure.savefig(target, format="png", dpi=90)
-    plt.close(figure)
-
-
 def _png_bytes(figure: plt.Figure) -> bytes:
-    """The PNG bytes of `figure`, which is closed."""
+    """`figure` laid out as a 90 dpi PNG (the caller writes the bytes, on any file system); closes it."""
+    figure.tight_layout()
     buffer = io.BytesIO()
-    _save(figure, buffer)
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close(figure)
     return buffer.getvalue()
 
 
-def plot_history(name: str, history: dict[str, list[float]], path: str) -> None:
+def history_png(name: str, history: dict[str, list[float]]) -> bytes:
     """One panel per metric (loss, rmse, ...), training and validation curves by epoch."""
     # Keras's `loss` entries are last-batch values; the tasks' `*_loss` means are plotted instead.
     metrics = [
@@ -40,10 +34,10 @@ def plot_history(name: str, history: dict[str, list[float]], path: str) -> None:
             axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
         axis.set(title=f"{name}: {metric}", xlabel="epoch")
         axis.legend()
-    _save(figure, path)
+    return _png_bytes(figure)
 
 
-def plot_interactions(matrix: np.ndarray, labels: tuple[str, ...], path: str, title: str) -> None:
+def interactions_png(matrix: np.ndarray, labels: tuple[str, ...], title: str) -> bytes:
     """Heatmap of a `[features, features]` interaction-strength matrix."""
     figure, axis = plt.subplots(figsize=(6, 5))
     image = axis.imshow(matrix, cmap="viridis")
@@ -53,7 +47,7 @@ def plot_interactions(matrix: np.ndarray, labels: tuple[str, ...], path: str, ti
         axis.text(col, row, f"{value:.2f}", ha="center", va="center", color="white", fontsize=7)
     axis.set_title(title)
     figure.colorbar(image)
-    _save(figure, path)
+    return _png_bytes(figure)
 
 
 def recall_curves_png(curves: dict[str, dict], title: str) -> bytes:

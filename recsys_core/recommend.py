@@ -21,8 +21,8 @@ import tensorflow as tf
 
 from recsys_core import outputs
 from recsys_core.ann import ScannConfig, ScannIndex, recall
+from recsys_core.bundle import bundle_schema, load_bundle, read_text
 from recsys_core.data.tables import group_by_user
-from recsys_core.export import bundle_schema, load_bundle, read_text
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema

@@ -19,8 +19,10 @@ import os
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
+from recsys_core.bundle import MANIFEST, PLOTS, read_text
 from recsys_core.config import EXPERIMENTS, apply_overrides, experiment
 from recsys_core.console import configure_logging
 from recsys_core.evaluation import POPULARITY_BINS
@@ -109,8 +111,8 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
             config = apply_overrides(config, overrides + args.override).validate()
             logging.info("training on the %s split, seed %d", kind, seed)
             bundle = run_experiment(config)
-            with open(os.path.join(bundle, "manifest.json")) as handle:
-                runs.setdefault(kind, []).append({"seed": seed, "path": bundle, **json.load(handle)})
+            manifest = json.loads(read_text(os.path.join(bundle, MANIFEST)))
+            runs.setdefault(kind, []).append({"seed": seed, "path": bundle, **manifest})
     return runs
 
 
@@ -205,12 +207,12 @@ def build_report(runs: dict[str, list[dict]]) -> dict:
 def diagnostic_images(runs: dict[str, list[dict]]) -> dict[str, bytes]:
     """Training curves and interaction heatmaps of the first run, as PNG bytes by file name."""
     first = next(iter(runs.values()))[0]
-    directory = os.path.join(first["path"], "plots")
+    directory = os.path.join(first["path"], PLOTS)
     images = {}
-    if os.path.isdir(directory):
-        for name in sorted(os.listdir(directory)):
+    if tf.io.gfile.isdir(directory):
+        for name in sorted(tf.io.gfile.listdir(directory)):
             if name.endswith(".png"):
-                with open(os.path.join(directory, name), "rb") as handle:
+                with tf.io.gfile.GFile(os.path.join(directory, name), "rb") as handle:
                     images[name] = handle.read()
     return images
 

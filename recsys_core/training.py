@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import tempfile
 import time
 
@@ -15,7 +14,7 @@ import pyarrow as pa
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core import evaluation, export, faults, plots, protocol
+from recsys_core import bundle, evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
 from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories, with_history
@@ -91,8 +90,9 @@ def run_experiment(config: ExperimentConfig) -> str | None:
        whole training split for its best number of epochs.
     3. The test split is scored once, at the end, with the final models.
 
-    The bundle is assembled in a hidden staging directory and renamed into place
-    when complete, then `LATEST` is updated: readers never see a partial bundle.
+    The bundle is assembled in a hidden staging directory and published when
+    complete (`bundle.publish`): readers never see a partial bundle. The output
+    directory may be on any `tf.io.gfile` file system (local, gs://, ram://).
     A run killed part-way is resumed by the same command: each fit restarts from
     its last finished epoch (backups in `.resume-<hash of config and data>/`; not
     under multi-worker strategies, whose workers would all write there).
@@ -122,11 +122,11 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     )
 
     chief = is_chief(strategy)
-    version = export.new_version()
-    root = os.path.abspath(config.training.output_dir)
+    version = bundle.new_version()
+    root = bundle.absolute(config.training.output_dir)
     if chief:
-        _remove_incomplete_bundles(root)
-    staging = os.path.join(root, f".{version}.incomplete") if chief else tempfile.mkdtemp(prefix="recsys-worker-")
+        bundle.remove_incomplete(root)
+    staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
     resume = (
         None
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -156,13 +156,13 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             name: fit_model(name, config, vocab, strategy, inputs, staging, resume_dir=resume)
             for name in config.training.models
         }
-        _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, "plots"))
+        _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, bundle.PLOTS))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
         _export(selection_bundle, trained, fit, vocab, {**manifest, "metrics": {}})
         if chief and towers:
             manifest["reranking"] = protocol.select(selection_bundle, config, fit, validation)
         if config.training.refit:
-            shutil.rmtree(selection_bundle, ignore_errors=True)
+            bundle.remove(selection_bundle)
             vocab = fit_vocabulary(train)
             inputs = ModelInputs.build(train, None, test, length)
             trained = {
@@ -189,18 +189,16 @@ def run_experiment(config: ExperimentConfig) -> str | None:
                 manifest["metrics"]["lists"] = protocol.lists_on_test(
                     staging, config, manifest["reranking"], train, test
                 )
-            export.write_json(os.path.join(staging, "metrics.json"), manifest["metrics"])
-            export.update_manifest(staging, manifest)
+            bundle.update_manifest(staging, manifest)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        bundle.remove(staging)
         raise
     if not chief:
-        shutil.rmtree(staging, ignore_errors=True)
+        bundle.remove(staging)
         return None
-    final = os.path.join(root, version)
-    os.replace(staging, final)
-    export.write_text(os.path.join(root, export.LATEST), version)
-    shutil.rmtree(resume, ignore_errors=True)
+    final = bundle.publish(staging, root, version)
+    if resume:
+        bundle.remove(resume)
     return final
 
 
@@ -209,25 +207,16 @@ def _resume_directory(root: str, config: ExperimentConfig, lineage: dict) -> str
     return os.path.join(root, f".resume-{json_sha256({'config': config.to_dict(), 'data': lineage})[:12]}")
 
 
-def _remove_incomplete_bundles(root: str) -> None:
-    """Bundles a killed run left half-assembled (never visible: `LATEST` names complete bundles only)."""
-    if os.path.isdir(root):
-        for name in os.listdir(root):
-            if name.startswith(".") and name.endswith(".incomplete"):
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
 def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.ndarray], directory: str) -> None:
-    """Training curves (with validation) and DLRM/DCN interaction heatmaps."""
-    os.makedirs(directory, exist_ok=True)
+    """Training curves (with validation) and DLRM/DCN interaction heatmaps, as PNG files in `directory`."""
     for name, result in trained.items():
-        plots.plot_history(name, result.history, os.path.join(directory, f"{name}_training.png"))
+        bundle.write_bytes(os.path.join(directory, f"{name}_training.png"), plots.history_png(name, result.history))
         if hasattr(getattr(result.model, "scorer", None), "interaction_matrix"):  # DLRM and DCN
             batch = {k: tf.constant(v[:4096]) for k, v in test_arrays.items()}
             matrix = result.model.scorer.interaction_matrix(batch).numpy()
-            path = os.path.join(directory, f"{name}_interactions.png")
             names = result.model.scorer.embeddings.input_names
-            plots.plot_interactions(matrix, names, path, f"{name}: mean |<e_i, e_j>|")
+            png = plots.interactions_png(matrix, names, f"{name}: mean |<e_i, e_j>|")
+            bundle.write_bytes(os.path.join(directory, f"{name}_interactions.png"), png)
 
 
 def _export(
@@ -236,11 +225,8 @@ def _export(
     item_embeddings, item_ids = _item_index(trained, data.items, data.schema)
     models = {name: result.model for name, result in trained.items()}
     module, signatures = export.build_signatures(models, data.schema, item_embeddings, item_ids, manifest["index_k"])
-    os.makedirs(directory, exist_ok=True)
-    export.write_json(os.path.join(directory, "metrics.json"), manifest["metrics"])
-    export.write_json(os.path.join(directory, "config.json"), manifest["config"])
-    export.write_text(os.path.join(directory, "vocabulary.json"), vocab.to_json())
-    export.save_bundle(directory, module, signatures, data.schema, manifest)
+    bundle.write_text(os.path.join(directory, bundle.VOCABULARY), vocab.to_json())
+    bundle.save(directory, module, signatures, data.schema, manifest)
 
 
 def fit_model(
@@ -269,20 +255,23 @@ def fit_model(
         model = build_model(name, config, inputs.schema, vocab)
         model.compile(optimizer=build_optimizer(fit))
     batch = fit.batch_size
-    stage = name if inputs.validation is not None else f"{name}-refit"
+    stage = name if inputs.validation is not None else f"{name}-refit"  # in messages and fault points
+    # Files per phase, then model: `fit/ranking`, `refit/ranking` (no directory is a prefix of its sibling's
+    # name, which TF's ram:// file system cannot list).
+    files = os.path.join("fit" if inputs.validation is not None else "refit", name)
     train_data = strategy.distribute_datasets_from_function(
         lambda context: make_dataset(inputs.train, inputs.histories, batch, config.training.seed, context)
     )
-    resumable = _Resumable(os.path.join(resume_dir, stage) if resume_dir else None, model)
+    resumable = _Resumable(os.path.join(resume_dir, files) if resume_dir else None, model)
     if resumable.finished:
         log.info("%s: trained by an interrupted run; its weights are restored", stage)
     elif resumable.epochs:
         log.info("%s: resuming after epoch %d, from an interrupted run's backup", stage, resumable.epochs)
     callbacks = [
         _StopOnNaN(),
-        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, "tensorboard", stage)),
+        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, bundle.TENSORBOARD, files)),
         tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "checkpoints", stage, "epoch-{epoch:02d}"), save_weights_only=True
+            os.path.join(run_dir, bundle.CHECKPOINTS, files, "epoch-{epoch:02d}"), save_weights_only=True
         ),
     ]
     if os.environ.get(faults.VARIABLE, "").startswith("train:"):
@@ -385,7 +374,7 @@ class _Resumable(tf.keras.callbacks.Callback):
 
     def _save_logs(self, finished: bool) -> None:
         seconds = self.seconds + time.perf_counter() - self._started
-        export.write_json(self._logs, {"epochs": self._epochs, "finished": finished, "seconds": seconds})
+        bundle.write_json(self._logs, {"epochs": self._epochs, "finished": finished, "seconds": seconds})
 
     def history(self) -> dict[str, list[float]]:
         """{metric: [value per epoch]} over every epoch of the fit, resumed or not (Keras's own history

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_core import export
+from recsys_core import bundle, export
 from recsys_core.data.pipeline import with_history
 from recsys_core.evaluation import batched
 from recsys_core.features.arrays import feature_arrays, item_inputs
@@ -21,8 +21,8 @@ def saved(tiny_trained, tmp_path_factory):
     item_ids = model_inputs.items["item_id"].to_numpy(zero_copy_only=False).astype(object)
     module, signatures = export.build_signatures(models, schema, item_embeddings, item_ids, k=10)
     directory = str(tmp_path_factory.mktemp("bundle"))
-    export.save_bundle(directory, module, signatures, schema, {"bundle_version": "test", "models": list(models)})
-    manifest, loaded = export.load_bundle(directory)
+    bundle.save(directory, module, signatures, schema, {"bundle_version": "test", "models": list(models)})
+    manifest, loaded = bundle.load_bundle(directory)
     test = with_history(model_inputs.test, model_inputs.test_histories)
     inputs = {k: tf.constant(v[:50]) for k, v in test.items()}
     return models, manifest, loaded, inputs, item_embeddings, item_ids, directory
@@ -60,7 +60,7 @@ def test_retrieve_signature_is_brute_force_top_k(saved):
 
 def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
     _, manifest, *_ = saved
-    assert manifest["format_version"] == export.FORMAT_VERSION
+    assert manifest["format_version"] == bundle.FORMAT_VERSION
     assert set(manifest["signatures"]) == {
         "query_embedding",
         "candidate_embedding",
@@ -81,9 +81,9 @@ def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
     # Each signature takes what its model reads: the schema feeds titles to the towers and the ranker only.
     assert "movie_title" in ranking and "movie_title" not in dlrm and "user_history" not in dlrm
     # The bundle carries the schema its models were built from, in the manifest and in its own file.
-    schema = export.bundle_schema(manifest)
+    schema = bundle.bundle_schema(manifest)
     assert schema.to_dict() == tiny_trained[2].schema.to_dict()
-    assert schema.source.endswith(export.FEATURE_SCHEMA)
+    assert schema.source.endswith(bundle.FEATURE_SCHEMA)
     with open(schema.source) as handle:
         assert json.load(handle) == schema.to_dict()
     assert manifest["library_versions"]["tensorflow"].startswith("2.20")
@@ -91,18 +91,18 @@ def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
 
 def test_missing_and_incomplete_bundles_are_rejected(saved, tmp_path):
     directory = saved[-1]
-    with pytest.raises(export.BundleError, match="does not exist"):
-        export.read_manifest(str(tmp_path / "nope"))
+    with pytest.raises(bundle.BundleError, match="does not exist"):
+        bundle.read_manifest(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(export.BundleError, match="manifest.json is missing"):
-        export.read_manifest(str(tmp_path / "empty"))
-    with open(os.path.join(directory, export.MANIFEST)) as handle:
+    with pytest.raises(bundle.BundleError, match="manifest.json is missing"):
+        bundle.read_manifest(str(tmp_path / "empty"))
+    with open(os.path.join(directory, bundle.MANIFEST)) as handle:
         manifest = json.load(handle)
     (tmp_path / "old").mkdir()
-    (tmp_path / "old" / export.MANIFEST).write_text(json.dumps({**manifest, "format_version": 0}))
-    with pytest.raises(export.BundleError, match="bundle format 0"):
-        export.read_manifest(str(tmp_path / "old"))
+    (tmp_path / "old" / bundle.MANIFEST).write_text(json.dumps({**manifest, "format_version": 0}))
+    with pytest.raises(bundle.BundleError, match="bundle format 0"):
+        bundle.read_manifest(str(tmp_path / "old"))
     (tmp_path / "partial").mkdir()
-    (tmp_path / "partial" / export.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(export.BundleError, match="saved_model.pb is missing"):
-        export.read_manifest(str(tmp_path / "partial"))
+    (tmp_path / "partial" / bundle.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(bundle.BundleError, match="saved_model.pb is missing"):
+        bundle.read_manifest(str(tmp_path / "partial"))

@@ -158,14 +158,14 @@ def parse(page: str) -> PageParser:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> dict[str, bytes]:
-    """Two extra PNGs, written by the training code's plot functions."""
-    directory = tmp_path_factory.mktemp("images")
+def images() -> dict[str, bytes]:
+    """Two extra PNGs, drawn by the training code's plot functions."""
     history = {"loss": [3.1, 2.2, 1.9], "retrieval_loss": [3.0, 2.1, 1.8], "val_retrieval_loss": [3.2, 2.6, 2.4]}
-    plots.plot_history("retrieval", history, str(directory / "retrieval_training.png"))
     matrix = np.array([[0.0, 0.3, 0.1], [0.3, 0.0, 0.5], [0.1, 0.5, 0.0]])
-    plots.plot_interactions(matrix, ("user", "item", "genre"), str(directory / "dlrm_interactions.png"), "DLRM")
-    return {name: (directory / name).read_bytes() for name in ("retrieval_training.png", "dlrm_interactions.png")}
+    return {
+        "retrieval_training.png": plots.history_png("retrieval", history),
+        "dlrm_interactions.png": plots.interactions_png(matrix, ("user", "item", "genre"), "DLRM"),
+    }
 
 
 @pytest.fixture(scope="module")

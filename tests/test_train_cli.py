@@ -2,8 +2,11 @@
 
 import json
 import os
+import uuid
 
+import pandas as pd
 import pytest
+import tensorflow as tf
 
 import train
 
@@ -27,8 +30,8 @@ def test_smoke_run_writes_a_complete_bundle(tmp_path):
     assert 0 < metrics["ranking"]["rmse"] < metrics["ranking"]["global_mean_rmse"]
     for name in ("retrieval", "ranking", "dlrm"):
         assert (bundle / "plots" / f"{name}_training.png").stat().st_size > 1000
-        assert (bundle / "checkpoints" / name / "epoch-02.index").exists()
-        assert any(files for _, _, files in os.walk(bundle / "tensorboard" / name))
+        assert (bundle / "checkpoints" / "fit" / name / "epoch-02.index").exists()
+        assert any(files for _, _, files in os.walk(bundle / "tensorboard" / "fit" / name))
     assert (bundle / "plots" / "dlrm_interactions.png").stat().st_size > 1000
     assert (bundle / "saved_model" / "saved_model.pb").exists()
 
@@ -52,3 +55,30 @@ def test_missing_data_stops_with_a_message_and_writes_nothing(tmp_path, capsys):
 def test_bad_flag_value_is_named(tmp_path, capsys):
     assert train.main(["--override", "ranking.l2=lots", "--output-dir", str(tmp_path)]) == 2
     assert "'lots' is not a valid float" in capsys.readouterr().err
+
+
+def test_bundles_on_a_non_local_file_system_go_from_training_to_the_job(tmp_path):
+    """TF's in-memory `ram://` file system stands in for gs://: the same `tf.io.gfile` calls, no network."""
+    from jobs import batch_recommend
+    from recsys_core import bundle, outputs
+
+    root = f"ram://runs-{uuid.uuid4().hex}"
+    args = ["--experiment", "smoke", "--models", "retrieval,ranking", "--output-dir", root, "--verbose", "0"]
+    assert train.main(args) == 0
+    version = bundle.read_text(f"{root}/LATEST")
+    assert tf.io.gfile.listdir(root) == sorted(["LATEST", version])  # published, no staging left behind
+    remote = f"{root}/{version}"
+    for path in ("saved_model/saved_model.pb", "manifest.json", "plots/ranking_training.png"):
+        assert tf.io.gfile.exists(f"{remote}/{path}"), path
+    assert tf.io.gfile.glob(f"{remote}/checkpoints/fit/ranking/epoch-02.index")
+    assert [f for _, _, files in tf.io.gfile.walk(f"{remote}/tensorboard/refit/retrieval") for f in files]
+
+    local = tmp_path / "copy"
+    bundle.copy_tree(remote, str(local))
+    lists = {}
+    for name, source in (("remote", root), ("local", str(local))):
+        output = tmp_path / name
+        batch_recommend.run(["--bundle", source, "--output", str(output), "--run-date", "2026-11-22"])
+        lists[name] = outputs.read_published(str(output), outputs.RECOMMENDATIONS).to_pandas()
+    assert len(lists["remote"]) == 300 * 20  # every synthetic user, a full list each
+    pd.testing.assert_frame_equal(lists["remote"].drop(columns="run_id"), lists["local"].drop(columns="run_id"))
