@@ -94,9 +94,10 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     complete (`bundle.publish`): readers never see a partial bundle. The output
     directory may be on any `tf.io.gfile` file system (local, gs://, ram://).
     A run killed part-way is resumed by the same command: each fit restarts from
-    its last finished epoch (backups in `.resume-<hash of config and data>/`; not
-    under multi-worker strategies, whose workers would all write there).
-    Non-chief workers take part in every collective step but write to scratch.
+    its last finished epoch (backups in `.resume-<hash of config and data>/`).
+    Multi-worker runs resume alike when their workers are restarted: every worker
+    restores the chief's backup. Non-chief workers take part in every collective
+    step (saving included) but write to scratch.
     """
     config.validate()
     if config.training.cpu_devices:
@@ -127,11 +128,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     if chief:
         bundle.remove_incomplete(root)
     staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
-    resume = (
-        None
-        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-        else _resume_directory(root, config, data.lineage)
-    )
+    resume = _resume_directory(root, config, data.lineage)
     manifest = {
         "bundle_version": version,
         "models": list(config.training.models),
@@ -197,8 +194,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         bundle.remove(staging)
         return None
     final = bundle.publish(staging, root, version)
-    if resume:
-        bundle.remove(resume)
+    bundle.remove(resume)
     return final
 
 
@@ -262,7 +258,8 @@ def fit_model(
     train_data = strategy.distribute_datasets_from_function(
         lambda context: make_dataset(inputs.train, inputs.histories, batch, config.training.seed, context)
     )
-    resumable = _Resumable(os.path.join(resume_dir, files) if resume_dir else None, model)
+    scratch = None if is_chief(strategy) else os.path.join(run_dir, "resume", files)
+    resumable = _Resumable(os.path.join(resume_dir, files) if resume_dir else None, model, scratch)
     if resumable.finished:
         log.info("%s: trained by an interrupted run; its weights are restored", stage)
     elif resumable.epochs:
@@ -329,6 +326,10 @@ class TrainingError(RuntimeError):
 class _Resumable(tf.keras.callbacks.Callback):
     """Backs a fit up in `directory` (when given) so that a rerun continues where an interrupted one stopped.
 
+    Under a multi-worker strategy every worker saves (checkpoints are collective
+    there) and restores from `directory`, but only the chief writes it: the other
+    workers write to their `scratch`, as Keras's `BackupAndRestore` does.
+
     At every epoch end: a checkpoint of the model and its optimizer, then the
     epoch's logs. At the end of the fit: the final weights (after early stopping
     restored its best) and `finished`. Built over an existing backup, it restores
@@ -339,16 +340,17 @@ class _Resumable(tf.keras.callbacks.Callback):
     resume.
     """
 
-    def __init__(self, directory: str | None, model: tf.keras.Model) -> None:
+    def __init__(self, directory: str | None, model: tf.keras.Model, scratch: str | None = None) -> None:
         super().__init__()
-        self._directory, self._epochs, self.finished, self.seconds = directory, {}, False, 0.0
+        self._directory, self._epochs, self.finished, self.seconds = scratch or directory, {}, False, 0.0
         if not directory:
             return
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-        self._manager = tf.train.CheckpointManager(self._checkpoint, directory, max_to_keep=2)
-        self._logs = os.path.join(directory, "epochs.json")
-        if tf.io.gfile.exists(self._logs):  # written after the checkpoint it describes: that one is complete
-            with tf.io.gfile.GFile(self._logs) as handle:
+        self._manager = tf.train.CheckpointManager(self._checkpoint, self._directory, max_to_keep=2)
+        self._logs = os.path.join(self._directory, "epochs.json")
+        backup = os.path.join(directory, "epochs.json")
+        if tf.io.gfile.exists(backup):  # written after the checkpoint it describes: that one is complete
+            with tf.io.gfile.GFile(backup) as handle:
                 saved = json.load(handle)
             self._epochs = {int(k): v for k, v in saved["epochs"].items()}
             self.finished, self.seconds = saved["finished"], saved["seconds"]

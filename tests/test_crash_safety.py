@@ -193,8 +193,8 @@ def test_a_killed_training_run_resumes_from_its_checkpoint(tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (runs / "LATEST").exists()  # no bundle, not even a partial one, is visible
     [resume] = list(runs.glob(".resume-*"))
-    assert json.loads((resume / "retrieval" / "epochs.json").read_text())["finished"]
-    assert json.loads((resume / "ranking" / "epochs.json").read_text())["epochs"].keys() == {"0"}
+    assert json.loads((resume / "fit" / "retrieval" / "epochs.json").read_text())["finished"]
+    assert json.loads((resume / "fit" / "ranking" / "epochs.json").read_text())["epochs"].keys() == {"0"}
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "retrieval: trained by an interrupted run" in done.stderr

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -48,24 +49,55 @@ def test_mirrored_over_two_cpu_devices_matches_default(default_run, tmp_path):
     assert ours["retrieval"]["factorized_top_50"] == pytest.approx(theirs["retrieval"]["factorized_top_50"], abs=0.05)
 
 
-def test_multi_worker_mirrored_trains_across_two_local_processes(default_run, tmp_path):
+def _multi_worker(output_dir, *args, env=None):
+    """Runs `train.py` as 2 local `multi_worker_mirrored` workers; returns each one's (return code, stderr)."""
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"localhost:{port}" for port in ports]}
     workers = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        command = SMOKE + ["--models", "ranking", "--strategy", "multi_worker_mirrored", "--output-dir", str(tmp_path)]
+        task = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [*SMOKE, "--models", "ranking", "--strategy", "multi_worker_mirrored", "--output-dir", output_dir]
         workers.append(
-            subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [*command, *map(str, args)],
+                cwd=REPO,
+                env={**os.environ, **task, **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         )
     outputs = [worker.communicate(timeout=400) for worker in workers]
-    for worker, (_, stderr) in zip(workers, outputs, strict=True):
-        assert worker.returncode == 0, stderr[-3000:]
+    return [(worker.returncode, stderr) for worker, (_, stderr) in zip(workers, outputs, strict=True)]
+
+
+def test_multi_worker_mirrored_trains_across_two_local_processes(default_run, tmp_path):
+    for code, stderr in _multi_worker(tmp_path):
+        assert code == 0, stderr[-3000:]
     # Only the chief (worker 0) publishes a bundle.
     assert sorted(os.listdir(tmp_path)) == sorted(["LATEST", (tmp_path / "LATEST").read_text()])
     manifest = _manifest(tmp_path)
     assert manifest["num_replicas"] == 2
     assert manifest["metrics"]["ranking"]["rmse"] == pytest.approx(default_run["metrics"]["ranking"]["rmse"], abs=0.03)
+
+
+def test_a_killed_multi_worker_run_resumes_where_it_stopped(tmp_path):
+    """Both workers killed half-way through the second epoch (a preempted cluster), then restarted."""
+    args = ("--epochs", "3", "--override", "training.refit=false")
+    for code, stderr in _multi_worker(tmp_path, *args, env={"RECSYS_FAULT": "train:ranking"}):
+        assert code == -signal.SIGKILL, stderr[-3000:]
+    assert not (tmp_path / "LATEST").exists()
+    [resume] = list(tmp_path.glob(".resume-*"))
+    assert json.loads((resume / "fit" / "ranking" / "epochs.json").read_text())["epochs"].keys() == {"0"}
+    for code, stderr in _multi_worker(tmp_path, *args):
+        assert code == 0, stderr[-3000:]
+        assert "ranking: resuming after epoch 1" in stderr
+    manifest = _manifest(tmp_path)
+    assert manifest["num_replicas"] == 2
+    ranking = manifest["metrics"]["ranking"]
+    assert ranking["epochs_run"] == 3  # the epoch before the kill counts, and is not run again
+    assert ranking["rmse"] < manifest["metrics"]["baselines"]["user_item_bias"]["global_mean_rmse"]
+    assert sorted(os.listdir(tmp_path)) == sorted(["LATEST", (tmp_path / "LATEST").read_text()])  # no backup left
 
 
 def test_tpu_without_a_reachable_tpu_stops_with_a_clear_message(tmp_path):
