@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
@@ -25,7 +26,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core.config import experiment
 from recsys_core.data.grouplens import read_grouplens
-from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories
+from recsys_core.data.pipeline import ExampleFiles, example_arrays, make_dataset, steps_per_epoch, user_histories
 from recsys_core.data.splits import random_split
 from recsys_core.features.arrays import feature_arrays
 from recsys_core.features.vocabulary import fit_vocabulary
@@ -85,13 +86,13 @@ def tutorial_examples_per_second(train, items, epochs: int) -> list[float]:
 def ours_examples_per_second(train, epochs: int) -> list[float]:
     config = experiment("ml100k")
     vocab = fit_vocabulary(train)
-    arrays = example_arrays(train, train)
+    examples = ExampleFiles.write(example_arrays(train, train), tempfile.mkdtemp())
     model = build_model("retrieval", config, train.schema, vocab)
     model.compile(optimizer=build_optimizer(config.retrieval))
     batch = config.retrieval.batch_size
-    steps = steps_per_epoch(len(arrays["item_id"]), batch)
+    steps = steps_per_epoch(examples.rows, batch)
     timer = EpochTimer()
-    dataset = make_dataset(arrays, user_histories(train, config.retrieval.history_length), batch, 1)
+    dataset = make_dataset(examples, user_histories(train, config.retrieval.history_length), batch, 1)
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     return [steps * batch / s for s in timer.seconds]
 

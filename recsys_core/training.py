@@ -17,7 +17,14 @@ import tensorflow_recommenders as tfrs
 from recsys_core import bundle, evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
 from recsys_core.data import DataError, InteractionData, load_data
-from recsys_core.data.pipeline import example_arrays, make_dataset, steps_per_epoch, user_histories, with_history
+from recsys_core.data.pipeline import (
+    ExampleFiles,
+    example_arrays,
+    make_dataset,
+    steps_per_epoch,
+    user_histories,
+    with_history,
+)
 from recsys_core.data.splits import split
 from recsys_core.distribute import is_chief, make_strategy, split_cpu
 from recsys_core.features.arrays import feature_arrays, item_inputs
@@ -44,7 +51,7 @@ class ModelInputs:
     """What a model trains on, is stopped by and is tested on.
 
     Attributes:
-        train: `example_arrays` of the examples the model fits.
+        train: files of the `example_arrays` the model fits (training reads them through tf.data).
         validation: those of the examples that stop it early, or None (refit: fixed epochs).
         histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
         test, test_histories: the test examples, with histories from the whole training split.
@@ -52,8 +59,8 @@ class ModelInputs:
         schema: the feature schema of the users and items tables.
     """
 
-    train: dict[str, np.ndarray]
-    validation: dict[str, np.ndarray] | None
+    train: ExampleFiles
+    validation: ExampleFiles | None
     histories: np.ndarray
     test: dict[str, np.ndarray]
     test_histories: np.ndarray
@@ -61,17 +68,29 @@ class ModelInputs:
     schema: FeatureSchema
 
     @classmethod
-    def build(cls, train: InteractionData, validation: InteractionData | None, test: InteractionData, length: int):
+    def build(
+        cls,
+        train: InteractionData,
+        validation: InteractionData | None,
+        test: InteractionData,
+        length: int,
+        directory: str,
+        seed: int = 0,
+    ):
         """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
 
-        Test histories come from `train` plus `validation`: every interaction before the test split.
+        The training and validation examples are written to files under `directory` (any
+        `tf.io.gfile` location), rows shuffled with `seed`. Test histories come from `train`
+        plus `validation`: every interaction before the test split.
         """
         seen = (
             train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
         )
         return cls(
-            train=example_arrays(train, train),
-            validation=None if validation is None else example_arrays(validation, train),
+            train=ExampleFiles.write(example_arrays(train, train), os.path.join(directory, "train"), seed),
+            validation=None
+            if validation is None
+            else ExampleFiles.write(example_arrays(validation, train), os.path.join(directory, "validation"), seed),
             histories=user_histories(train, length),
             test=example_arrays(test, seen),
             test_histories=user_histories(seen, length),
@@ -129,6 +148,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         bundle.remove_incomplete(root)
     staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
     resume = _resume_directory(root, config, data.lineage)
+    examples, seed = tempfile.mkdtemp(prefix="recsys-examples-"), config.training.seed
     manifest = {
         "bundle_version": version,
         "models": list(config.training.models),
@@ -148,7 +168,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     towers = any(name in TOWER_MODELS for name in config.training.models)
     try:
         vocab = fit_vocabulary(fit)
-        inputs = ModelInputs.build(fit, validation, test, length)
+        inputs = ModelInputs.build(fit, validation, test, length, os.path.join(examples, "fit"), seed)
         trained = {
             name: fit_model(name, config, vocab, strategy, inputs, staging, resume_dir=resume)
             for name in config.training.models
@@ -161,7 +181,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         if config.training.refit:
             bundle.remove(selection_bundle)
             vocab = fit_vocabulary(train)
-            inputs = ModelInputs.build(train, None, test, length)
+            inputs = ModelInputs.build(train, None, test, length, os.path.join(examples, "refit"), seed)
             trained = {
                 name: fit_model(
                     name,
@@ -190,6 +210,8 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     except BaseException:
         bundle.remove(staging)
         raise
+    finally:
+        bundle.remove(examples)
     if not chief:
         bundle.remove(staging)
         return None
@@ -272,7 +294,7 @@ def fit_model(
         ),
     ]
     if os.environ.get(faults.VARIABLE, "").startswith("train:"):
-        callbacks.append(_KillMidEpoch(stage, steps_per_epoch(len(inputs.train[ITEM_ID]), batch)))
+        callbacks.append(_KillMidEpoch(stage, steps_per_epoch(inputs.train.rows, batch)))
     validation = {}
     monitor = "val_rmse" if name in RATING_MODELS else "val_loss"
     if inputs.validation is not None:
@@ -280,7 +302,7 @@ def fit_model(
             validation_data=strategy.distribute_datasets_from_function(
                 lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
             ),
-            validation_steps=steps_per_epoch(len(inputs.validation[ITEM_ID]), batch),
+            validation_steps=steps_per_epoch(inputs.validation.rows, batch),
         )
         callbacks.append(
             tf.keras.callbacks.EarlyStopping(
@@ -288,7 +310,7 @@ def fit_model(
             )
         )
     callbacks.append(resumable)  # last: its final checkpoint holds the weights early stopping kept
-    steps = steps_per_epoch(len(inputs.train[ITEM_ID]), batch)
+    steps = steps_per_epoch(inputs.train.rows, batch)
     started = time.perf_counter()
     if not resumable.finished:
         model.fit(

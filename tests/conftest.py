@@ -63,7 +63,8 @@ def tiny_trained(tiny_data, tmp_path_factory):
     train, test = random_split(tiny_data, 0.2, 42)
     fit, validation = random_split(train, 0.1, 42)
     vocab = fit_vocabulary(fit)
-    inputs = ModelInputs.build(fit, validation, test, config.retrieval.history_length)
+    examples = str(tmp_path_factory.mktemp("examples"))
+    inputs = ModelInputs.build(fit, validation, test, config.retrieval.history_length, examples)
     strategy = tf.distribute.get_strategy()
     run_dir = str(tmp_path_factory.mktemp("run"))
     trained = {name: fit_model(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}

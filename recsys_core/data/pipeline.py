@@ -1,11 +1,14 @@
-"""tf.data input pipelines, built per replica."""
+"""Model inputs of a split, written once as example files and read back through tf.data per input pipeline."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pyarrow.compute as pc
 import tensorflow as tf
 
+from recsys_core.data.example_files import example_dataset, write_example_files
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
 from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
@@ -50,40 +53,42 @@ def with_history(batch: dict, histories) -> dict:
     return batch
 
 
+@dataclasses.dataclass(frozen=True)
+class ExampleFiles:
+    """A split's examples as sharded files (`example_files.py`) and how many rows they hold."""
+
+    paths: tuple[str, ...]
+    rows: int
+
+    @classmethod
+    def write(cls, arrays: dict[str, np.ndarray], directory: str, seed: int = 0) -> ExampleFiles:
+        """Writes `example_arrays` to shards under `directory` (any `tf.io.gfile` location)."""
+        paths = write_example_files(arrays, directory, seed=seed)
+        return cls(tuple(paths), len(arrays[HISTORY_ROW]))
+
+
 def make_dataset(
-    arrays: dict[str, np.ndarray],
+    examples: ExampleFiles,
     histories: np.ndarray,
     global_batch_size: int,
     shuffle_seed: int | None,
     input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
-    """A repeated, batched dataset of feature dicts for one input pipeline.
+    """A repeated, batched dataset of feature dicts for one input pipeline, read from `examples`' files.
 
     Args:
-        arrays: name -> `[rows, ...]` numpy arrays, with `history_row`.
+        examples: the split's example files, with `history_row`.
         histories: `[users, n]` from `user_histories`.
         global_batch_size: batch size summed over replicas.
         shuffle_seed: shuffles every epoch with this seed; None keeps the order.
-        input_context: from `distribute_datasets_from_function`; shards the rows
-            between input pipelines and sizes batches per replica.
+        input_context: from `distribute_datasets_from_function`: each input pipeline (worker)
+            reads its own files and batches per replica.
     """
-    num_rows = len(next(iter(arrays.values())))
-    tensors = {name: tf.constant(values) for name, values in arrays.items()}
     history_tensor = tf.constant(histories)
-    rows = tf.data.Dataset.range(num_rows)
-    batch_size = global_batch_size
-    if input_context is not None:
-        rows = rows.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-        batch_size = input_context.get_per_replica_batch_size(global_batch_size)
-    if shuffle_seed is not None:
-        rows = rows.shuffle(num_rows, seed=shuffle_seed, reshuffle_each_iteration=True)
-    # Gather whole batches of rows: far cheaper than slicing the arrays row by row.
-    batches = rows.repeat().batch(batch_size, drop_remainder=True)
-
-    def gather(indices):
-        return with_history({name: tf.gather(values, indices) for name, values in tensors.items()}, history_tensor)
-
-    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    dataset = example_dataset(list(examples.paths), global_batch_size, shuffle_seed, input_context)
+    return dataset.map(lambda batch: with_history(batch, history_tensor), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )
 
 
 def steps_per_epoch(num_rows: int, global_batch_size: int) -> int:

@@ -1,7 +1,10 @@
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
 import tensorflow as tf
 
-from recsys_core.data.pipeline import example_arrays, make_dataset
+from recsys_core.data.example_files import example_dataset, write_example_files
+from recsys_core.data.pipeline import ExampleFiles, example_arrays, make_dataset
 
 
 def test_candidate_probability_is_the_training_frequency(ml100k_split):
@@ -14,15 +17,42 @@ def test_candidate_probability_is_the_training_frequency(ml100k_split):
     np.testing.assert_allclose(probability, expected, rtol=1e-6)
 
 
-def test_per_replica_pipelines_split_rows_and_batch():
+def test_per_replica_pipelines_read_their_own_files_and_batch(tmp_path):
     arrays = {"x": np.arange(100, dtype=np.int64), "history_row": np.zeros(100, np.int64)}
+    examples = ExampleFiles.write(arrays, str(tmp_path))
+    assert examples.rows == 100 and len(examples.paths) == 8
     histories = np.array([[b"a", b""]], dtype=object)
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
-    dataset = make_dataset(arrays, histories, global_batch_size=20, shuffle_seed=None, input_context=context)
+    dataset = make_dataset(examples, histories, global_batch_size=20, shuffle_seed=None, input_context=context)
     batches = list(dataset.take(5))
     rows = np.concatenate([b["x"].numpy() for b in batches])
     assert all(b["x"].shape == (10,) for b in batches)
-    assert set(rows.tolist()) == set(range(1, 100, 2))  # this pipeline's shard, every row once per pass
+    # This pipeline's files (the 2nd, 4th, ... of 8), every row of them once per pass, none of the others.
+    theirs = set(pq.read_table(examples.paths[0])["x"].to_pylist())
+    ours = set().union(*(pq.read_table(p)["x"].to_pylist() for p in examples.paths[1::2]))
+    assert sorted(rows.tolist()) == sorted(ours) and not ours & theirs and len(ours) == 50
     assert batches[0]["user_history"].numpy().tolist() == [[b"a", b""]] * 10
-    shuffled = next(iter(make_dataset(arrays, histories, 100, shuffle_seed=3)))["x"].numpy()
-    assert sorted(shuffled.tolist()) == list(range(100)) and shuffled.tolist() != list(range(100))
+    one_pass = np.concatenate([b["x"].numpy() for b in make_dataset(examples, histories, 10, shuffle_seed=3).take(10)])
+    assert sorted(one_pass.tolist()) == list(range(100))  # an epoch reads every row once, in a new order
+    again = np.concatenate([b["x"].numpy() for b in make_dataset(examples, histories, 10, shuffle_seed=3).take(10)])
+    assert one_pass.tolist() == again.tolist()  # the same seed gives the same order
+
+
+def test_example_files_round_trip_every_type_and_refuse_too_few_files(tmp_path):
+    arrays = {
+        "id": np.array([b"u1", b"u2", b"u3"], dtype=object),
+        "genres": np.array([[b"a", b""], [b"b", b"c"], [b"", b""]], dtype=object),
+        "flag": np.array([True, False, True]),
+        "age": np.array([1.5, 2.5, 3.5], dtype=np.float32),
+        "history_row": np.array([0, 1, 2], dtype=np.int32),
+    }
+    paths = write_example_files(arrays, f"ram://examples-{tmp_path.name}")  # any tf.io.gfile file system
+    assert len(paths) == 3  # never more files than rows
+    batch = next(iter(example_dataset(paths, 3, shuffle_seed=None)))
+    order = np.argsort(batch["id"].numpy())
+    for name, values in arrays.items():
+        assert batch[name].dtype == (tf.string if values.dtype == object else tf.as_dtype(values.dtype))
+        np.testing.assert_array_equal(batch[name].numpy()[order], values)
+    context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0, num_replicas_in_sync=4)
+    with pytest.raises(ValueError, match="3 example files for 4 input pipelines"):
+        example_dataset(paths, 4, None, context)
