@@ -100,8 +100,6 @@ def example_dataset(
             _record_batches, args=(path, block_rows), output_signature=signature
         ),
         cycle_length=min(len(paths), 4),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
     )
     if shuffle_seed is not None:
         # Blocks, then rows within each block: a row-by-row shuffle buffer costs ~30 us per row, 10x the

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -56,3 +59,37 @@ def test_example_files_round_trip_every_type_and_refuse_too_few_files(tmp_path):
     context = tf.distribute.InputContext(num_input_pipelines=4, input_pipeline_id=0, num_replicas_in_sync=4)
     with pytest.raises(ValueError, match="3 example files for 4 input pipelines"):
         example_dataset(paths, 4, None, context)
+
+
+_WRITE = """
+import sys
+import numpy as np
+import recsys_core
+from recsys_core.data.example_files import write_example_files
+rows = int(sys.argv[2])
+features = np.random.default_rng(0).random((rows, 32), dtype=np.float32)
+write_example_files({"x": np.arange(rows), "features": features}, sys.argv[1])
+"""
+_READ = """
+import resource, sys
+import recsys_core
+from recsys_core.data.example_files import example_dataset, example_files
+seen = 0
+for batch in example_dataset(example_files(sys.argv[1]), 4096, shuffle_seed=1).take(int(sys.argv[2]) // 4096):
+    seen += len(batch["x"])
+print(seen, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def test_reading_ten_times_the_examples_takes_no_more_memory(tmp_path):
+    """One epoch over 250 000 and over 2 500 000 examples (32 and 320 MB of features): the reader's peak
+    memory stays within its buffers, so the data can outgrow the host."""
+    peaks = {}
+    for rows in (250_000, 2_500_000):
+        directory = str(tmp_path / str(rows))
+        subprocess.run([sys.executable, "-c", _WRITE, directory, str(rows)], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, "-c", _READ, directory, str(rows)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen, peaks[rows] = map(int, done.stdout.split())
+        assert seen == rows // 4096 * 4096
+    assert peaks[2_500_000] - peaks[250_000] < 128 * 2**20, peaks  # holding the 9x more rows would take 290 MB
