@@ -1,12 +1,14 @@
-"""Training examples as sharded Parquet files, read through `tf.data` one input pipeline's shards at a time.
+"""Training examples as sharded TFRecord files, read through `tf.data` one input pipeline's shards at a time.
 
-    <directory>/examples-00000-of-00004.parquet, ...   one column per model input (`example_arrays`),
-                                                       rows in a seeded random order
+    <directory>/examples-00000-of-00008.tfrecord, ...   records of `RECORD_ROWS` rows each: a `tf.train.Example`
+                                                        holding one serialized `[rows, ...]` tensor per model
+                                                        input (`example_arrays`); rows in a seeded random order
 
-Files go through `tf.io.gfile`, so the directory may be local, `gs://...` or `ram://`. A reader
-holds the files it interleaves (at most 4) and `SHUFFLE_ROWS` rows, never the whole data set,
-and under a `tf.distribute` strategy each input pipeline reads only its own files
-(`InputContext.input_pipeline_id`), as TFRS's and Keras's multi-worker examples shard by file.
+Files go through `tf.io.gfile`, so the directory may be local, `gs://...` or `ram://`. Reading is
+TensorFlow's own C++ (`TFRecordDataset`, `parse_tensor`): no Python, no GIL, beside a training loop.
+A reader holds the records it shuffles (`SHUFFLE_ROWS` rows), never the whole data set, and under a
+`tf.distribute` strategy each input pipeline reads only its own files (`InputContext.input_pipeline_id`),
+as TFRS's and Keras's multi-worker examples shard by file.
 """
 
 from __future__ import annotations
@@ -16,26 +18,24 @@ import math
 import os
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
 
-FILE_PATTERN = "examples-{:05d}-of-{:05d}.parquet"
+FILE_PATTERN = "examples-{:05d}-of-{:05d}.tfrecord"
 ROWS_PER_FILE = 65_536
 MIN_FILES = 8  # so that 2, 4 or 8 workers read equal shares
-SHUFFLE_ROWS = 65_536  # rows held for shuffling, in blocks
-BLOCKS_PER_BATCH = 8  # a batch mixes at least this many blocks, from random files
+RECORD_ROWS = 128  # rows per record: the unit of shuffling, so a batch of 4 096 joins 32 random records
+SHUFFLE_ROWS = 65_536  # rows held for shuffling, in records
 
 
 def write_example_files(
     arrays: dict[str, np.ndarray], directory: str, rows_per_file: int = ROWS_PER_FILE, seed: int = 0
 ) -> list[str]:
-    """Writes `arrays` (name -> `[rows, ...]`) as Parquet shards of at most `rows_per_file` rows, at least
+    """Writes `arrays` (name -> `[rows, ...]`) as TFRecord shards of at most `rows_per_file` rows, at least
     `MIN_FILES` of near-equal size (fewer only for fewer rows); returns their paths.
 
-    The rows are written in a random order (seeded), so that reading a file in record
-    batches mixes users and times as a shuffle of the whole set would. `[rows, n]`
-    arrays become fixed-size lists; `object` arrays of bytes become binary columns.
+    The rows are written in a random order (seeded), so that every record is a random
+    sample of the whole set and shuffling records mixes it as a shuffle of rows would.
     """
     rows = len(next(iter(arrays.values())))
     order = np.random.default_rng(seed).permutation(rows)
@@ -43,20 +43,19 @@ def write_example_files(
     tf.io.gfile.makedirs(directory)
     paths = []
     for index, part in enumerate(np.array_split(order, count)):
-        table = pa.table({name: _column(values[part]) for name, values in arrays.items()})
         paths.append(os.path.join(directory, FILE_PATTERN.format(index, count)))
-        buffer = pa.BufferOutputStream()  # `GFile` is not a file object that Arrow's writer accepts
-        pq.write_table(table, buffer)
-        with tf.io.gfile.GFile(paths[-1], "wb") as handle:
-            handle.write(buffer.getvalue().to_pybytes())
+        with tf.io.TFRecordWriter(paths[-1]) as writer:
+            for start in range(0, len(part), RECORD_ROWS):
+                rows_here = part[start : start + RECORD_ROWS]
+                writer.write(_record({name: values[rows_here] for name, values in arrays.items()}))
     return paths
 
 
 def example_files(directory: str) -> list[str]:
     """The example shards in `directory`, in order; raises `FileNotFoundError` naming it when there are none."""
-    paths = sorted(tf.io.gfile.glob(os.path.join(directory, "examples-*-of-*.parquet")))
+    paths = sorted(tf.io.gfile.glob(os.path.join(directory, "examples-*-of-*.tfrecord")))
     if not paths:
-        raise FileNotFoundError(f"no example files (examples-*-of-*.parquet) in {directory}")
+        raise FileNotFoundError(f"no example files (examples-*-of-*.tfrecord) in {directory}")
     return paths
 
 
@@ -72,8 +71,8 @@ def example_dataset(
     Args:
         paths: from `write_example_files` / `example_files`.
         batch_size: the global batch size; per replica under `input_context`.
-        shuffle_seed: every epoch shuffles the files, the blocks of rows read from them (a buffer of
-            `shuffle_rows` rows) and the rows within each block, with this seed; None reads in file order.
+        shuffle_seed: every epoch shuffles the files, the records (a buffer of `shuffle_rows` rows) and
+            the rows within each record, with this seed; None reads in file order.
         input_context: from `distribute_datasets_from_function`: this pipeline reads every
             `num_input_pipelines`-th file, from its `input_pipeline_id`.
 
@@ -91,64 +90,50 @@ def example_dataset(
         paths = paths[input_context.input_pipeline_id :: pipelines]
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     signature = _signature(paths[0])
-    block_rows = max(64, batch_size // BLOCKS_PER_BATCH)
     files = tf.data.Dataset.from_tensor_slices(paths)
     if shuffle_seed is not None:
         files = files.shuffle(len(paths), seed=shuffle_seed, reshuffle_each_iteration=True)
-    blocks = files.interleave(
-        lambda path: tf.data.Dataset.from_generator(
-            _record_batches, args=(path, block_rows), output_signature=signature
-        ),
-        cycle_length=min(len(paths), 4),
-    )
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(paths), 4))
     if shuffle_seed is not None:
-        # Blocks, then rows within each block: a row-by-row shuffle buffer costs ~30 us per row, 10x the
-        # whole read. The files' rows are in random order already, so every block is a random sample,
-        # and a batch joins at least `BLOCKS_PER_BATCH` of them, drawn anew every epoch.
-        buffer = max(1, shuffle_rows // block_rows)
-        blocks = blocks.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        # Records, then rows within each: a row-by-row shuffle buffer costs ~30 us per row, 10x the whole
+        # read. The files' rows are in random order already, so every record is a random sample.
+        records = records.shuffle(max(1, shuffle_rows // RECORD_ROWS), seed=shuffle_seed, reshuffle_each_iteration=True)
+    blocks = records.map(functools.partial(_parse, signature=signature), num_parallel_calls=tf.data.AUTOTUNE)
+    if shuffle_seed is not None:
         blocks = blocks.map(functools.partial(_permute_rows, seed=shuffle_seed))
-    # Repeated after shuffling, so that every epoch reads every row once, as the in-memory path did.
+    # Repeated after shuffling, so that every epoch reads every row once.
     return blocks.repeat().rebatch(batch_size, drop_remainder=True)
+
+
+def _record(columns: dict[str, np.ndarray]) -> bytes:
+    """One `tf.train.Example` of serialized `[rows, ...]` tensors, one per column."""
+    feature = {
+        name: tf.train.Feature(bytes_list=tf.train.BytesList(value=[tf.io.serialize_tensor(values).numpy()]))
+        for name, values in columns.items()
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _signature(path: str) -> dict[str, tf.TensorSpec]:
+    """`[rows, ...]` specs of a file's columns, from its first record."""
+    first = next(iter(tf.data.TFRecordDataset(path).take(1))).numpy()
+    specs = {}
+    for name, feature in tf.train.Example.FromString(first).features.feature.items():
+        proto = tensor_pb2.TensorProto.FromString(feature.bytes_list.value[0])
+        inner = [dim.size for dim in proto.tensor_shape.dim[1:]]
+        specs[name] = tf.TensorSpec([None, *inner], tf.dtypes.as_dtype(proto.dtype))
+    return specs
+
+
+def _parse(record: tf.Tensor, signature: dict[str, tf.TensorSpec]) -> dict[str, tf.Tensor]:
+    columns = tf.io.parse_single_example(record, {name: tf.io.FixedLenFeature([], tf.string) for name in signature})
+    return {
+        name: tf.ensure_shape(tf.io.parse_tensor(columns[name], spec.dtype), spec.shape)
+        for name, spec in signature.items()
+    }
 
 
 def _permute_rows(block: dict[str, tf.Tensor], seed: int) -> dict[str, tf.Tensor]:
     """`block`'s rows in a random order (the same order for every feature)."""
     order = tf.random.shuffle(tf.range(tf.shape(block[next(iter(block))])[0]), seed=seed)
     return {name: tf.gather(values, order) for name, values in block.items()}
-
-
-def _column(values: np.ndarray) -> pa.Array:
-    if values.ndim == 2:
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
-    return pa.array(values)
-
-
-def _signature(path: str) -> dict[str, tf.TensorSpec]:
-    """`[rows, ...]` specs of a file's columns, from its Parquet schema."""
-    schema = pq.read_schema(_read(path))
-    specs = {}
-    for field in schema:
-        kind, shape = field.type, [None]
-        if pa.types.is_fixed_size_list(kind):
-            kind, shape = kind.value_type, [None, kind.list_size]
-        specs[field.name] = tf.TensorSpec(shape, tf.string if pa.types.is_binary(kind) else kind.to_pandas_dtype())
-    return specs
-
-
-def _record_batches(path: bytes, rows: int):
-    """Yields name -> `[rows, ...]` numpy arrays, `rows` at a time, from one example file."""
-    for batch in pq.ParquetFile(_read(path.decode())).iter_batches(batch_size=int(rows)):
-        yield {name: _numpy(batch.column(name)) for name in batch.schema.names}
-
-
-def _read(path: str) -> pa.BufferReader:
-    """One example file's bytes (at most `rows_per_file` rows), through `tf.io.gfile`."""
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        return pa.BufferReader(handle.read())
-
-
-def _numpy(column: pa.Array) -> np.ndarray:
-    if pa.types.is_fixed_size_list(column.type):
-        return _numpy(column.flatten()).reshape(len(column), column.type.list_size)
-    return column.to_numpy(zero_copy_only=False)
