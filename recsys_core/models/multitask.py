@@ -5,11 +5,12 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_core.models.base import Model
 from recsys_core.models.retrieval import retrieval_loss
 from recsys_core.schema import RATING
 
 
-class MultitaskModel(tfrs.Model):
+class MultitaskModel(Model):
     """loss = retrieval_weight * retrieval loss + rating_weight * rating loss.
 
     The rating head reads the concatenated query and candidate embeddings.

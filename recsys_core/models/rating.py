@@ -6,10 +6,11 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core.features.encoders import string_lookup
+from recsys_core.models.base import Model
 from recsys_core.schema import RATING
 
 
-class RatingModel(tfrs.Model):
+class RatingModel(Model):
     """Any rating scorer (features -> `[batch]` ratings) trained with MSE, reporting RMSE."""
 
     def __init__(self, scorer: tf.keras.Model, task: tfrs.tasks.Ranking) -> None:

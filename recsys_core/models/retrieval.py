@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_core.models.base import Model
 from recsys_core.schema import CANDIDATE_PROBABILITY, ITEM_ID
 
 
@@ -27,7 +28,7 @@ class Tower(tf.keras.Model):
         return self.dense(encoded) if self.dense is not None else encoded
 
 
-class RetrievalModel(tfrs.Model):
+class RetrievalModel(Model):
     """Query and candidate towers trained with in-batch softmax (`tfrs.tasks.Retrieval`).
 
     Factorized top-K metrics are not computed here: they cost a pass over all
