@@ -364,7 +364,8 @@ class _Resumable(tf.keras.callbacks.Callback):
 
     def __init__(self, directory: str | None, model: tf.keras.Model, scratch: str | None = None) -> None:
         super().__init__()
-        self._directory, self._epochs, self.finished, self.seconds = scratch or directory, {}, False, 0.0
+        self._epochs, self.finished, self.seconds = {}, False, 0.0
+        self._directory = (scratch or directory) if directory else None  # where this worker writes, if anywhere
         if not directory:
             return
         self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
