@@ -15,7 +15,7 @@ import json
 import sys
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
-from recsys_core.config import DATA_SOURCES, EXPERIMENTS, SPLITS, STRATEGIES, apply_overrides, experiment
+from recsys_core.config import DATA_SOURCES, EXPERIMENTS, PRECISIONS, SPLITS, STRATEGIES, apply_overrides, experiment
 from recsys_core.console import configure_logging
 from recsys_core.registry import MODEL_NAMES, MODELS
 
@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--strategy", choices=STRATEGIES)
     parser.add_argument("--tpu", help="TPU name, grpc://host:port, or 'local' (with --strategy tpu)")
     parser.add_argument("--cpu-devices", type=int, help="split the CPU into N logical devices (for mirrored)")
+    parser.add_argument("--precision", choices=PRECISIONS, help="compute in 16 bits (mixed_*); bundles are float32")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. ranking.l2=1e-3")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), help="Keras verbosity: 1 shows progress bars")
     return parser.parse_args(argv)
@@ -52,6 +53,7 @@ def build_config(args: argparse.Namespace):
         "training.strategy": args.strategy,
         "training.tpu": args.tpu,
         "training.cpu_devices": args.cpu_devices,
+        "training.precision": args.precision,
         "training.verbose": args.verbose,
     }
     for section in dict.fromkeys(spec.section for spec in MODELS.values()):

@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 
 import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 
@@ -23,6 +22,7 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from common import EpochTimer
 
 from recsys_core.config import experiment
 from recsys_core.data.grouplens import read_grouplens
@@ -31,17 +31,6 @@ from recsys_core.data.splits import random_split
 from recsys_core.features.arrays import feature_arrays
 from recsys_core.features.vocabulary import fit_vocabulary
 from recsys_core.models.builders import build_model, build_optimizer
-
-
-class EpochTimer(tf.keras.callbacks.Callback):
-    def on_train_begin(self, logs=None):
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
 
 
 def tutorial_examples_per_second(train, items, epochs: int) -> list[float]:

@@ -23,6 +23,19 @@ def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, list
     return statistics.median(times), times
 
 
+class EpochTimer(tf.keras.callbacks.Callback):
+    """`seconds`: the wall time of every epoch of a fit."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 def matmul_peak_gflops(n: int = 4096, repeats: int = 5) -> float:
     """GFLOP/s of an `[n, n] @ [n, n]` fp32 `tf.matmul`, median of `repeats`: the machine's practical peak."""
     a, b = tf.random.normal([n, n]), tf.random.normal([n, n])

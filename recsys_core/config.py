@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from recsys_core.registry import MODEL_NAMES, MODELS
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DATA_SOURCES = ("grouplens", "tfds", "parquet", "synthetic", "shop")
 SPLITS = ("random", "temporal")
 
@@ -136,6 +137,10 @@ class TrainingConfig:
     # Splits the host CPU into this many logical devices (0: leave it alone),
     # so that `mirrored` can be exercised without GPUs.
     cpu_devices: int = 0
+    # Keras dtype policy of the fits: "mixed_bfloat16" (TPUs, recent GPUs, CPUs with AVX512-BF16 or AMX)
+    # or "mixed_float16" (GPUs; with loss scaling) compute in 16 bits and keep float32 variables.
+    # Bundles are float32 either way.
+    precision: str = "float32"
     output_dir: str = "runs"
     seed: int = 1
     eval_ks: tuple[int, ...] = (10, 100)
@@ -179,6 +184,7 @@ class ExperimentConfig:
         _check_choice("data.source", self.data.source, DATA_SOURCES)
         _check_choice("data.split", self.data.split, SPLITS)
         _check_choice("training.strategy", self.training.strategy, STRATEGIES)
+        _check_choice("training.precision", self.training.precision, PRECISIONS)
         for model in self.training.models:
             _check_choice("training.models", model, MODEL_NAMES)
         if not self.training.models:

@@ -1,7 +1,8 @@
-"""The one `tf.distribute` strategy factory."""
+"""How training uses the hardware: the one `tf.distribute` strategy factory, and the dtype policy."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -49,6 +50,21 @@ def make_strategy(name: str, tpu: str = "") -> tf.distribute.Strategy:
     if name == "tpu":
         return _tpu_strategy(tpu)
     raise ValueError(f"unknown strategy {name!r}; use default, one_device, mirrored, multi_worker_mirrored or tpu")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras's global dtype policy is `name` ("float32", "mixed_float16", "mixed_bfloat16") inside the block.
+
+    Layers take the policy in force when they are built: under a mixed policy they compute in
+    16-bit floats and keep their variables in float32.
+    """
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

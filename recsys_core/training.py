@@ -26,7 +26,7 @@ from recsys_core.data.pipeline import (
     with_history,
 )
 from recsys_core.data.splits import split
-from recsys_core.distribute import is_chief, make_strategy, split_cpu
+from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_cpu
 from recsys_core.features.arrays import feature_arrays, item_inputs
 from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
 from recsys_core.fingerprint import json_sha256
@@ -263,13 +263,15 @@ def fit_model(
     fit early and picks the epoch whose weights are kept; without (a refit), the
     model trains for `epochs`. With `resume_dir`, the fit backs itself up there at
     every epoch end (`_Resumable`) and a fit killed part-way resumes from the last
-    finished epoch. A NaN loss stops the fit with a `TrainingError`.
+    finished epoch. A NaN loss stops the fit with a `TrainingError`. Under a mixed
+    `training.precision` the fit computes in 16 bits; the model returned (evaluated and
+    exported) is its float32 copy.
 
     Raises:
         TrainingError: the loss became NaN.
     """
     fit = getattr(config, name)
-    with strategy.scope():
+    with strategy.scope(), dtype_policy(config.training.precision):
         model = build_model(name, config, inputs.schema, vocab)
         model.compile(optimizer=build_optimizer(fit))
     batch = fit.batch_size
@@ -338,7 +340,26 @@ def fit_model(
         metrics[f"best_{monitor}"] = float(np.min(history[monitor]))
     else:
         metrics["best_epoch"] = epochs_run
+    if model.dtype_policy.name != "float32":
+        model = float32_copy(name, config, vocab, strategy, inputs, model)
     return TrainedModel(model, history, metrics)
+
+
+def float32_copy(
+    name: str,
+    config: ExperimentConfig,
+    vocab: FeatureVocabulary,
+    strategy: tf.distribute.Strategy,
+    inputs: ModelInputs,
+    model: tfrs.Model,
+) -> tfrs.Model:
+    """`model`, fitted under a mixed dtype policy, rebuilt in float32 with its weights (its variables are
+    float32 already): bundles then score the same on any hardware."""
+    with strategy.scope(), dtype_policy("float32"):
+        copy = build_model(name, config, inputs.schema, vocab)
+    copy(next(iter(make_dataset(inputs.train, inputs.histories, 2, None))))  # creates the variables
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 class TrainingError(RuntimeError):

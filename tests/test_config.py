@@ -37,6 +37,7 @@ def test_bad_overrides_name_the_value(override, message):
         ("data.source=csv", "data.source='csv'"),
         ("ranking.epochs=0", "ranking: epochs"),
         ("retrieval.tower_layers=", "retrieval.tower_layers"),
+        ("training.precision=float16", "training.precision='float16' is not one of: float32, mixed_float16"),
     ],
 )
 def test_validation_rejects_bad_values(override, message):

@@ -2,6 +2,10 @@
 
 Every lookup has one out-of-vocabulary bucket (index 0), so ids and values
 unknown at training time get a trained OOV embedding instead of an error.
+
+Under a mixed dtype policy (`training.precision`) the encoders read the raw features
+uncast (`autocast=False`: timestamps and prices keep their precision until normalised)
+and return vectors in the policy's compute dtype.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
     """
 
     def __init__(self, features: tuple[Feature, ...], vocab: FeatureVocabulary, dim: int, l2: float, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self._features = features
         self._vocab = vocab
         self.lookups, self.tables, self.buckets = {}, {}, {}
@@ -117,7 +121,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
                 dense.append(normalized(value, self._vocab.numbers[name]))
                 if name in self.buckets:
                     embedded.append(self.tables[name](self.buckets[name](value)))
-        return (tf.concat(dense, axis=1) if dense else None), embedded
+        return (tf.cast(tf.concat(dense, axis=1), self.compute_dtype) if dense else None), embedded
 
 
 def _concat(dense: tf.Tensor | None, embedded: list[tf.Tensor]) -> list[tf.Tensor]:
@@ -144,7 +148,7 @@ class QueryEncoder(tf.keras.layers.Layer):
         l2: float = 0.0,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         side = max(4, embedding_dim // 4)
         self._vocab = vocab
         self._use_time = use_time
@@ -167,7 +171,7 @@ class QueryEncoder(tf.keras.layers.Layer):
             timestamp = features[TIMESTAMP]
             parts += [
                 self.time_embedding(self.time_bucket(tf.cast(timestamp, tf.float64))),
-                normalized(timestamp, self._vocab.numbers[TIMESTAMP]),
+                tf.cast(normalized(timestamp, self._vocab.numbers[TIMESTAMP]), self.compute_dtype),
             ]
         if self._use_history:
             history = features[HISTORY]
@@ -184,7 +188,7 @@ class ItemEncoder(tf.keras.layers.Layer):
     def __init__(
         self, features: tuple[Feature, ...], vocab: FeatureVocabulary, embedding_dim: int, l2: float = 0.0, **kwargs
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self.item_lookup = string_lookup(vocab.item_ids)
         self.item_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
         self.item_features = FeatureEmbeddings(features, vocab, embedding_dim, l2)

@@ -11,11 +11,12 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import registry
 from recsys_core.config import ExperimentConfig, FitConfig, RetrievalConfig
+from recsys_core.distribute import dtype_policy
 from recsys_core.features.encoders import ItemEncoder, QueryEncoder
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.models.dlrm import CrossHead, DlrmEmbeddings, DlrmScorer, DotInteractionHead
 from recsys_core.models.multitask import MultitaskModel
-from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_task
+from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_layer, rating_task
 from recsys_core.models.retrieval import RetrievalModel, Tower
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 
@@ -65,7 +66,7 @@ def build_multitask(name: str, config: ExperimentConfig, schema: FeatureSchema, 
     query_tower, candidate_tower = build_towers(config.retrieval, schema, vocab)
     head = tf.keras.Sequential(
         [tf.keras.layers.Dense(units, activation="relu") for units in cfg.rating_layers]
-        + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(vocab.rating_mean))]
+        + [rating_layer(vocab.rating_mean)]
     )
     return MultitaskModel(
         query_tower,
@@ -105,12 +106,14 @@ def correction(cfg: RetrievalConfig) -> float:
 
 
 def retrieval_task(cfg: RetrievalConfig) -> tfrs.tasks.Retrieval:
-    """In-batch softmax (optionally without accidental hits); reports the epoch's mean loss."""
-    return tfrs.tasks.Retrieval(
-        temperature=cfg.temperature,
-        remove_accidental_hits=cfg.remove_accidental_hits,
-        loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
-    )
+    """In-batch softmax (optionally without accidental hits); reports the epoch's mean loss. In float32
+    under any dtype policy: the `[batch, batch]` logits and their softmax need its range."""
+    with dtype_policy("float32"):
+        return tfrs.tasks.Retrieval(
+            temperature=cfg.temperature,
+            remove_accidental_hits=cfg.remove_accidental_hits,
+            loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
+        )
 
 
 def build_optimizer(cfg: FitConfig) -> tf.keras.optimizers.Optimizer:

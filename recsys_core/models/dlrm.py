@@ -36,7 +36,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         use_time: bool = True,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self._use_time = use_time
         self.user_lookup = string_lookup(vocab.user_ids)
         self.item_lookup = string_lookup(vocab.item_ids)
@@ -54,7 +54,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
     def call(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
         dense, embedded = self.features(features)
         if self._use_time:
-            time = cyclic_time(features[TIMESTAMP])
+            time = tf.cast(cyclic_time(features[TIMESTAMP]), self.compute_dtype)
             dense = time if dense is None else tf.concat([dense, time], axis=1)
         ids = [
             self.user_embedding(self.user_lookup(features[USER_ID])),
@@ -66,12 +66,13 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
 class DotInteractionHead(tf.keras.layers.Layer):
     """DLRM's interaction: the first vector (the bottom MLP's) beside all pairwise dot products.
 
-    `n` vectors `[batch, d]` -> `[batch, d + n(n-1)/2]`.
+    `n` vectors `[batch, d]` -> `[batch, d + n(n-1)/2]`, in float32 under any dtype policy: the products of a
+    few vectors cost little, and TensorFlow's CPU has no float16 kernel for the mask that picks them.
     """
 
     def __init__(self, self_interaction: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.dot = tfrs.layers.feature_interaction.DotInteraction(self_interaction=self_interaction)
+        super().__init__(dtype="float32", **kwargs)
+        self.dot = tfrs.layers.feature_interaction.DotInteraction(self_interaction=self_interaction, dtype="float32")
 
     def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
         return tf.concat([vectors[0], self.dot(vectors)], axis=1)
@@ -95,7 +96,8 @@ class DlrmScorer(tf.keras.Model):
     """`DlrmEmbeddings` -> an interaction head -> top MLP, plus user and item biases: features -> `[batch]` ratings.
 
     The biases (as in the ranking model) carry what a user or an item adds to every
-    rating, which dot products with the few dense features express poorly.
+    rating, which dot products with the few dense features express poorly. Ratings are
+    summed in float32 under any dtype policy.
     """
 
     def __init__(
@@ -107,18 +109,19 @@ class DlrmScorer(tf.keras.Model):
         rating_mean: float,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self.embeddings = embeddings
         self.interaction = interaction
         self.user_bias, self.item_bias = biases
         self.top = tfrs.layers.blocks.MLP(list(top_layers) + [1], use_bias=True, final_activation=None)
         self.top_bias = self.add_weight(
-            name="rating_mean", shape=(), initializer=tf.keras.initializers.Constant(rating_mean)
+            name="rating_mean", shape=(), initializer=tf.keras.initializers.Constant(rating_mean), autocast=False
         )
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         hidden = self.interaction(self.embeddings(features))
-        rating = self.top(hidden) + self.user_bias(features) + self.item_bias(features) + self.top_bias
+        rating = tf.cast(self.top(hidden), tf.float32) + self.user_bias(features) + self.item_bias(features)
+        rating += self.top_bias
         return tf.squeeze(rating, axis=1)
 
     def interaction_matrix(self, features: dict[str, tf.Tensor]) -> tf.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_core.distribute import dtype_policy
 from recsys_core.features.encoders import string_lookup
 from recsys_core.models.base import Model
 from recsys_core.schema import RATING
@@ -26,11 +27,12 @@ class RatingModel(Model):
 
 
 def rating_task(global_batch_size: int) -> tfrs.tasks.Ranking:
-    """Mean squared error over the global batch, reporting RMSE."""
-    return tfrs.tasks.Ranking(
-        loss=GlobalBatchMeanSquaredError(global_batch_size),
-        metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")],
-    )
+    """Mean squared error over the global batch, reporting RMSE; in float32 under any dtype policy."""
+    with dtype_policy("float32"):
+        return tfrs.tasks.Ranking(
+            loss=GlobalBatchMeanSquaredError(global_batch_size),
+            metrics=[tf.keras.metrics.RootMeanSquaredError(name="rmse")],
+        )
 
 
 class GlobalBatchMeanSquaredError(tf.keras.losses.Loss):
@@ -51,7 +53,8 @@ class GlobalBatchMeanSquaredError(tf.keras.losses.Loss):
 class RankingScorer(tf.keras.Model):
     """Biased factor model with an MLP over user and item features.
 
-    rating = mean + b_user + b_item + MLP([user, item, user * item]), `[batch]`.
+    rating = mean + b_user + b_item + MLP([user, item, user * item]), `[batch]` float32 (the MLP's last
+    layer and the biases are float32 under any dtype policy).
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class RankingScorer(tf.keras.Model):
         rating_mean: float,
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self.query_encoder = query_encoder
         self.item_encoder = item_encoder
         self.user_bias = user_bias
@@ -73,8 +76,7 @@ class RankingScorer(tf.keras.Model):
         self.user_projection = tf.keras.layers.Dense(projection_dim)
         self.item_projection = tf.keras.layers.Dense(projection_dim)
         self.mlp = tf.keras.Sequential(
-            [tf.keras.layers.Dense(units, activation="relu") for units in hidden_layers]
-            + [tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(rating_mean))]
+            [tf.keras.layers.Dense(units, activation="relu") for units in hidden_layers] + [rating_layer(rating_mean)]
         )
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
@@ -112,16 +114,22 @@ class RankingScorer(tf.keras.Model):
         return tf.squeeze(hidden + (user_bias + item_bias), axis=-1)
 
 
+def rating_layer(rating_mean: float) -> tf.keras.layers.Dense:
+    """A rating MLP's last layer, `[batch, h]` -> `[batch, 1]`: starts at the mean rating, float32 under any
+    dtype policy (in bfloat16, ratings near 4 would be rounded to steps of 1/64)."""
+    return tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(rating_mean), dtype="float32")
+
+
 class IdBias(tf.keras.layers.Layer):
-    """A learned scalar per id (OOV ids share one): `[batch]` strings -> `[batch, 1]`."""
+    """A learned scalar per id (OOV ids share one): `[batch]` strings -> `[batch, 1]` float32."""
 
     def __init__(self, feature: str, vocabulary: list[str], l2: float, **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self._feature = feature
         self.lookup = string_lookup(vocabulary)
         regularizer = tf.keras.regularizers.l2(l2) if l2 else None
         self.bias = tf.keras.layers.Embedding(
-            len(vocabulary) + 1, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer
+            len(vocabulary) + 1, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, dtype="float32"
         )
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:

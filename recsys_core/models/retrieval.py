@@ -16,16 +16,17 @@ def candidate_keys(item_ids: tf.Tensor) -> tf.Tensor:
 
 
 class Tower(tf.keras.Model):
-    """Feature encoder followed by dense layers: features -> `[batch, layer_sizes[-1]]`."""
+    """Feature encoder followed by dense layers: features -> `[batch, layer_sizes[-1]]` float32 (whatever the
+    dtype policy, so that in-batch softmax and the exported embeddings are float32)."""
 
     def __init__(self, encoder: tf.keras.layers.Layer, layer_sizes: tuple[int, ...], **kwargs) -> None:
-        super().__init__(**kwargs)
+        super().__init__(autocast=False, **kwargs)
         self.encoder = encoder
         self.dense = tfrs.layers.blocks.MLP(list(layer_sizes)) if layer_sizes else None
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         encoded = self.encoder(features)
-        return self.dense(encoded) if self.dense is not None else encoded
+        return tf.cast(self.dense(encoded) if self.dense is not None else encoded, tf.float32)
 
 
 class RetrievalModel(Model):

@@ -66,3 +66,86 @@ def test_the_rating_in_halves_equals_the_whole_rating(tiny_trained, name):
     np.testing.assert_allclose(rater.rate_states(users, items).numpy(), expected, rtol=1e-5, atol=1e-5)
     every_pair = rater.rate_states(users[:, None, :], items[None, :, :]).numpy()  # [64, 64]
     np.testing.assert_allclose(np.diagonal(every_pair), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bfloat16_trained(tiny_trained, tmp_path_factory):
+    """Every model fitted as in `tiny_trained`, from the same inputs, under `mixed_bfloat16`."""
+    import copy
+
+    from recsys_core.config import MODEL_NAMES
+    from recsys_core.training import evaluate, fit_model
+
+    config, vocab, inputs, _ = tiny_trained
+    config = copy.deepcopy(config)
+    config.training.precision = "mixed_bfloat16"
+    strategy, run_dir = tf.distribute.get_strategy(), str(tmp_path_factory.mktemp("bfloat16"))
+    trained = {name: fit_model(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}
+    for name, result in trained.items():
+        result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
+    return trained
+
+
+@pytest.mark.parametrize("name", ["retrieval", "ranking", "dlrm", "dcn", "multitask"])
+def test_mixed_bfloat16_fits_as_well_as_float32_and_exports_float32(tiny_trained, bfloat16_trained, name):
+    """16-bit compute changes the figures by rounding only; the model handed on (evaluated, exported) is float32."""
+    float32, bfloat16 = tiny_trained[3][name].metrics, bfloat16_trained[name].metrics
+    for key in ("rmse", "factorized_top_10", "factorized_top_50"):
+        if key in float32:
+            assert bfloat16[key] == pytest.approx(float32[key], abs=0.03), key
+    model = bfloat16_trained[name].model
+    assert model.dtype_policy.name == "float32"
+    assert all(variable.dtype == tf.float32 for variable in model.variables if variable.dtype.is_floating)
+
+
+def test_the_float32_copy_of_a_mixed_precision_model_keeps_its_weights(tiny_trained):
+    from recsys_core.distribute import dtype_policy
+    from recsys_core.training import float32_copy
+
+    config, vocab, inputs, _ = tiny_trained
+    with dtype_policy("mixed_bfloat16"):
+        mixed = build_model("dlrm", config, inputs.schema, vocab)
+    batch = _one_batch(inputs)
+    predictions = mixed(batch)
+    copy = float32_copy("dlrm", config, vocab, tf.distribute.get_strategy(), inputs, mixed)
+    for kept, copied in zip(mixed.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(copied, kept)
+    assert predictions.dtype == copy(batch).dtype == tf.float32
+    np.testing.assert_allclose(copy(batch).numpy(), predictions.numpy(), atol=0.05)  # bfloat16: 8-bit mantissa
+
+
+def test_mixed_float16_scales_the_loss_so_small_gradients_survive(tiny_trained):
+    """One SGD step under `mixed_float16` moves every weight as under float32, even where the gradients are far
+    below float16's range. (TFRS's own train step skips the loss scaling: there, they round to 0.)"""
+    import copy
+
+    from recsys_core.distribute import dtype_policy
+
+    config, vocab, inputs, _ = tiny_trained
+    config = copy.deepcopy(config)
+    config.ranking.batch_size = 2**22  # the loss is divided by it: per-example gradients of ~1e-7
+    batch, steps = _one_batch(inputs), {}
+    for policy in ("float32", "mixed_float16"):
+        with dtype_policy(policy):
+            model = build_model("ranking", config, inputs.schema, vocab)
+            model.compile(optimizer=tf.keras.optimizers.SGD(learning_rate=2**22 * 0.01))
+        model(batch)
+        if policy == "float32":
+            start = model.get_weights()
+        model.set_weights(start)
+        model.train_step(batch)
+        steps[policy] = [w - w0 for w, w0 in zip(model.get_weights(), start, strict=True)]
+    assert isinstance(model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+    errors = [
+        np.linalg.norm(mixed - exact) / np.linalg.norm(exact)
+        for mixed, exact in zip(steps["mixed_float16"], steps["float32"], strict=True)
+        if np.linalg.norm(exact) > 0
+    ]
+    assert max(errors) < 0.01  # without loss scaling: up to 0.9 (the deep layers' gradients underflow)
+
+
+def _one_batch(inputs) -> dict[str, tf.Tensor]:
+    from recsys_core.data.pipeline import with_history
+
+    arrays = with_history(inputs.test, inputs.test_histories)
+    return {key: tf.constant(values[:256]) for key, values in arrays.items()}
