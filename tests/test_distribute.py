@@ -49,6 +49,16 @@ def test_mirrored_over_two_cpu_devices_matches_default(default_run, tmp_path):
     assert ours["retrieval"]["factorized_top_50"] == pytest.approx(theirs["retrieval"]["factorized_top_50"], abs=0.05)
 
 
+def test_mixed_bfloat16_under_mirrored_trains_as_float32_does(default_run, tmp_path):
+    """16-bit compute over 2 replicas: the bundle's figures and the job's lists as in float32 on one device."""
+    mixed = _train(tmp_path, "--strategy", "mirrored", "--cpu-devices", "2", "--precision", "mixed_bfloat16")
+    assert mixed["config"]["training"]["precision"] == "mixed_bfloat16"
+    ours, theirs = mixed["metrics"], default_run["metrics"]
+    assert ours["ranking"]["rmse"] == pytest.approx(theirs["ranking"]["rmse"], abs=0.02)
+    lists, their_lists = ours["lists"]["retrieval"], theirs["lists"]["retrieval"]
+    assert lists["recall_at_50"] == pytest.approx(their_lists["recall_at_50"], abs=0.05)
+
+
 def _multi_worker(output_dir, *args, env=None):
     """Runs `train.py` as 2 local `multi_worker_mirrored` workers; returns each one's (return code, stderr)."""
     ports = [free_port(), free_port()]
