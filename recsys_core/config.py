@@ -142,6 +142,10 @@ class TrainingConfig:
     # Bundles are float32 either way.
     precision: str = "float32"
     output_dir: str = "runs"
+    # Where each run writes its example files (removed at its end): "" for local scratch, or any
+    # tf.io.gfile URL that every input pipeline's host can read, e.g. gs://bucket/scratch for Cloud TPUs
+    # whose hosts are not this machine.
+    examples_dir: str = ""
     seed: int = 1
     eval_ks: tuple[int, ...] = (10, 100)
     index_k: int = 100

@@ -148,7 +148,8 @@ def run_experiment(config: ExperimentConfig) -> str | None:
         bundle.remove_incomplete(root)
     staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
     resume = _resume_directory(root, config, data.lineage)
-    examples, seed = tempfile.mkdtemp(prefix="recsys-examples-"), config.training.seed
+    examples, seed = _examples_directory(config.training.examples_dir, version), config.training.seed
+    log.info("example files: %s", examples)
     manifest = {
         "bundle_version": version,
         "models": list(config.training.models),
@@ -218,6 +219,13 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     final = bundle.publish(staging, root, version)
     bundle.remove(resume)
     return final
+
+
+def _examples_directory(parent: str, version: str) -> str:
+    """A new directory for this process's example files: local scratch, or under `parent` (any gfile URL)."""
+    if not parent:
+        return tempfile.mkdtemp(prefix="recsys-examples-")
+    return os.path.join(bundle.absolute(parent), f"examples-{version}-{os.getpid()}")
 
 
 def _resume_directory(root: str, config: ExperimentConfig, lineage: dict) -> str:

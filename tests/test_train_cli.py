@@ -57,14 +57,17 @@ def test_bad_flag_value_is_named(tmp_path, capsys):
     assert "'lots' is not a valid float" in capsys.readouterr().err
 
 
-def test_bundles_on_a_non_local_file_system_go_from_training_to_the_job(tmp_path):
-    """TF's in-memory `ram://` file system stands in for gs://: the same `tf.io.gfile` calls, no network."""
+def test_bundles_on_a_non_local_file_system_go_from_training_to_the_job(tmp_path, capfd):
+    """TF's in-memory `ram://` file system stands in for gs://: the same `tf.io.gfile` calls, no network.
+    The example files the fits read go there too, and are removed at the end."""
     from jobs import batch_recommend
     from recsys_core import bundle, outputs
 
-    root = f"ram://runs-{uuid.uuid4().hex}"
+    root, scratch = f"ram://runs-{uuid.uuid4().hex}", f"ram://scratch-{uuid.uuid4().hex}"
     args = ["--experiment", "smoke", "--models", "retrieval,ranking", "--output-dir", root, "--verbose", "0"]
-    assert train.main(args) == 0
+    assert train.main([*args, "--override", f"training.examples_dir={scratch}"]) == 0
+    assert f"example files: {scratch}/examples-" in capfd.readouterr().err
+    assert not tf.io.gfile.exists(scratch) or not tf.io.gfile.listdir(scratch)
     version = bundle.read_text(f"{root}/LATEST")
     assert tf.io.gfile.listdir(root) == sorted(["LATEST", version])  # published, no staging left behind
     remote = f"{root}/{version}"
