@@ -26,7 +26,7 @@ from common import EpochTimer
 
 from recsys_core.config import experiment
 from recsys_core.data.grouplens import read_grouplens
-from recsys_core.data.pipeline import ExampleFiles, example_arrays, make_dataset, steps_per_epoch, user_histories
+from recsys_core.data.pipeline import ExampleFiles, example_chunks, make_dataset, steps_per_epoch, user_histories
 from recsys_core.data.splits import random_split
 from recsys_core.features.arrays import feature_arrays
 from recsys_core.features.vocabulary import fit_vocabulary
@@ -75,7 +75,7 @@ def tutorial_examples_per_second(train, items, epochs: int) -> list[float]:
 def ours_examples_per_second(train, epochs: int) -> list[float]:
     config = experiment("ml100k")
     vocab = fit_vocabulary(train)
-    examples = ExampleFiles.write(example_arrays(train, train), tempfile.mkdtemp())
+    examples = ExampleFiles.write(example_chunks(train, train), train.ratings.num_rows, tempfile.mkdtemp())
     model = build_model("retrieval", config, train.schema, vocab)
     model.compile(optimizer=build_optimizer(config.retrieval))
     batch = config.retrieval.batch_size

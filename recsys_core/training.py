@@ -20,6 +20,7 @@ from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import (
     ExampleFiles,
     example_arrays,
+    example_chunks,
     make_dataset,
     steps_per_epoch,
     user_histories,
@@ -80,17 +81,20 @@ class ModelInputs:
         """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
 
         The training and validation examples are written to files under `directory` (any
-        `tf.io.gfile` location), rows shuffled with `seed`. Test histories come from `train`
-        plus `validation`: every interaction before the test split.
+        `tf.io.gfile` location), a chunk of ratings at a time, rows shuffled with `seed`. Test
+        histories come from `train` plus `validation`: every interaction before the test split.
         """
         seen = (
             train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
         )
+
+        def files(split: InteractionData, name: str) -> ExampleFiles:
+            chunks = example_chunks(split, train)
+            return ExampleFiles.write(chunks, split.ratings.num_rows, os.path.join(directory, name), seed)
+
         return cls(
-            train=ExampleFiles.write(example_arrays(train, train), os.path.join(directory, "train"), seed),
-            validation=None
-            if validation is None
-            else ExampleFiles.write(example_arrays(validation, train), os.path.join(directory, "validation"), seed),
+            train=files(train, "train"),
+            validation=None if validation is None else files(validation, "validation"),
             histories=user_histories(train, length),
             test=example_arrays(test, seen),
             test_histories=user_histories(seen, length),

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pyarrow.compute as pc
 import tensorflow as tf
 
-from recsys_core.data.example_files import example_dataset, write_example_files
+from recsys_core.data.example_files import ExampleFileWriter, example_dataset
 from recsys_core.data.tables import InteractionData, group_by_user, item_counts
 from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
 from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, USER_ID
 
 HISTORY_ROW = "history_row"
+
+
+CHUNK_ROWS = 65_536  # ratings joined with their features at a time, on the way to the example files
 
 
 def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, np.ndarray]:
@@ -25,15 +29,41 @@ def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, 
     training get the probability of one rating. `history_row` is the user's row
     in `user_histories(train, ...)`, which `with_history` turns into `user_history`.
     """
-    names = user_inputs(split.schema) + item_inputs(split.schema) + (RATING,)
-    arrays = feature_arrays(split.examples, split.schema, names)
-    users = train.users[USER_ID].combine_chunks()
-    arrays[HISTORY_ROW] = pc.index_in(split.ratings[USER_ID], value_set=users).to_numpy()
-    items = split.items[ITEM_ID]
-    frequency = np.maximum(item_counts(train.ratings, items), 1.0)
-    per_example = frequency[pc.index_in(split.ratings[ITEM_ID], value_set=items).to_numpy()]
-    arrays[CANDIDATE_PROBABILITY] = (per_example / train.ratings.num_rows).astype(np.float32)
-    return arrays
+    return _ExampleMaker(split, train).arrays(split)
+
+
+def example_chunks(
+    split: InteractionData, train: InteractionData, rows: int = CHUNK_ROWS
+) -> Iterator[dict[str, np.ndarray]]:
+    """`example_arrays(split, train)`, `rows` ratings at a time: the joined features of the whole split are
+    never in memory at once."""
+    maker = _ExampleMaker(split, train)
+    for start in range(0, split.ratings.num_rows, rows):
+        yield maker.arrays(split.with_ratings(split.ratings.slice(start, rows)))
+
+
+class _ExampleMaker:
+    """What `example_arrays` computes once per split: training frequencies, history rows, list widths."""
+
+    def __init__(self, split: InteractionData, train: InteractionData) -> None:
+        self._names = user_inputs(split.schema) + item_inputs(split.schema) + (RATING,)
+        self._users = train.users[USER_ID].combine_chunks()
+        self._items = split.items[ITEM_ID].combine_chunks()
+        self._probability = np.maximum(item_counts(train.ratings, self._items), 1.0) / train.ratings.num_rows
+        # Every chunk pads a list feature to the longest list of its table, so that chunks stack.
+        self._widths = {
+            f.name: max(1, pc.max(pc.list_value_length(table[f.name])).as_py() or 0)
+            for table, entity in ((split.users, "user"), (split.items, "item"))
+            for f in split.schema.of(entity)
+            if f.kind == "multi_categorical" and f.name in self._names
+        }
+
+    def arrays(self, part: InteractionData) -> dict[str, np.ndarray]:
+        arrays = feature_arrays(part.examples, part.schema, self._names, self._widths)
+        arrays[HISTORY_ROW] = pc.index_in(part.ratings[USER_ID], value_set=self._users).to_numpy()
+        items = pc.index_in(part.ratings[ITEM_ID], value_set=self._items).to_numpy()
+        arrays[CANDIDATE_PROBABILITY] = self._probability[items].astype(np.float32)
+        return arrays
 
 
 def user_histories(train: InteractionData, length: int) -> np.ndarray:
@@ -61,10 +91,13 @@ class ExampleFiles:
     rows: int
 
     @classmethod
-    def write(cls, arrays: dict[str, np.ndarray], directory: str, seed: int = 0) -> ExampleFiles:
-        """Writes `example_arrays` to shards under `directory` (any `tf.io.gfile` location)."""
-        paths = write_example_files(arrays, directory, seed=seed)
-        return cls(tuple(paths), len(arrays[HISTORY_ROW]))
+    def write(cls, chunks: Iterable[dict[str, np.ndarray]], rows: int, directory: str, seed: int = 0) -> ExampleFiles:
+        """Writes `rows` examples, given in chunks (`example_chunks`), to shards under `directory` (any
+        `tf.io.gfile` location), holding one shard's rows at most."""
+        with ExampleFileWriter(directory, rows, seed=seed) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+        return cls(tuple(writer.paths), rows)
 
 
 def make_dataset(

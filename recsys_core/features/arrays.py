@@ -68,17 +68,20 @@ def tensor_specs(schema: FeatureSchema, names: tuple[str, ...]) -> dict:
     }
 
 
-def feature_arrays(table: pa.Table, schema: FeatureSchema, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def feature_arrays(
+    table: pa.Table, schema: FeatureSchema, names: tuple[str, ...], widths: dict[str, int] | None = None
+) -> dict[str, np.ndarray]:
     """Numpy columns of `table` for the named inputs; strings become bytes objects.
 
     Returns:
-        name -> `[rows]` array, or `[rows, longest]` bytes padded with b"" for list columns.
+        name -> `[rows]` array, or `[rows, width]` bytes padded with b"" for list columns: `widths[name]`,
+        else the longest list here.
     """
     arrays = {}
     for name in names:
         column = table[name]
         if _is_matrix(schema, name):
-            arrays[name] = pad_lists(column.to_pylist())
+            arrays[name] = pad_lists(column.to_pylist(), (widths or {}).get(name))
         elif _dtype(schema, name) == "string":
             arrays[name] = string_bytes(column)
         else:
@@ -91,9 +94,9 @@ def string_bytes(column) -> np.ndarray:
     return np.array([v.encode() for v in column.to_pylist()], dtype=object)
 
 
-def pad_lists(lists: list[list[str]]) -> np.ndarray:
-    """`[rows, max(1, longest list)]` object array of bytes, padded with b""."""
-    width = max([len(values) for values in lists] + [1])
+def pad_lists(lists: list[list[str]], width: int | None = None) -> np.ndarray:
+    """`[rows, width]` object array of bytes, padded with b""; `width` defaults to max(1, longest list)."""
+    width = width or max([len(values) for values in lists] + [1])
     padded = np.full((len(lists), width), PADDING, dtype=object)
     for row, values in enumerate(lists):
         padded[row, : len(values)] = [v.encode() for v in values]

@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from recsys_core.data.example_files import _parse, _signature, example_dataset, write_example_files
-from recsys_core.data.pipeline import ExampleFiles, example_arrays, make_dataset
+from recsys_core.data.example_files import (
+    ExampleFileWriter,
+    _parse,
+    _signature,
+    example_dataset,
+    write_example_files,
+)
+from recsys_core.data.pipeline import ExampleFiles, example_arrays, example_chunks, make_dataset
 
 
 def test_candidate_probability_is_the_training_frequency(ml100k_split):
@@ -21,7 +27,7 @@ def test_candidate_probability_is_the_training_frequency(ml100k_split):
 
 def test_per_replica_pipelines_read_their_own_files_and_batch(tmp_path):
     arrays = {"x": np.arange(100, dtype=np.int64), "history_row": np.zeros(100, np.int64)}
-    examples = ExampleFiles.write(arrays, str(tmp_path))
+    examples = ExampleFiles.write([arrays], 100, str(tmp_path))
     assert examples.rows == 100 and len(examples.paths) == 8
     histories = np.array([[b"a", b""]], dtype=object)
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
@@ -59,14 +65,67 @@ def test_example_files_round_trip_every_type_and_refuse_too_few_files(tmp_path):
         example_dataset(paths, 4, None, context)
 
 
+def test_chunks_are_written_once_each_shuffled_across_near_equal_shards(tmp_path):
+    """Chunks of any size: every row lands once, every shard is a random sample of all chunks (not of one),
+    shards differ by at most a row, and the same seed writes the same bytes."""
+    sizes = [700, 1, 299, 1000, 0, 500]
+
+    def write(directory):
+        with ExampleFileWriter(str(directory), sum(sizes), rows_per_file=400, seed=5) as writer:
+            start = 0
+            for size in sizes:
+                rows = np.arange(start, start + size)
+                writer.write({"row": rows, "chunk": np.full(size, sizes.index(size)), "pair": np.c_[rows, -rows]})
+                start += size
+        return writer.paths
+
+    paths = write(tmp_path / "a")
+    assert len(paths) == 8 and not tf.io.gfile.exists(str(tmp_path / "a" / ".scatter"))
+    shards = [_columns(path) for path in paths]
+    rows = np.concatenate([shard["row"] for shard in shards])
+    assert sorted(rows.tolist()) == list(range(2500))
+    assert {len(shard["row"]) for shard in shards} == {312, 313}
+    for shard in shards:
+        np.testing.assert_array_equal(shard["pair"], np.c_[shard["row"], -shard["row"]])  # rows kept whole
+        assert {0, 2, 3, 5} <= set(shard["chunk"].tolist())  # a share of every non-trivial chunk...
+        assert not np.all(np.diff(shard["row"]) > 0)  # ...in random order
+    again = write(tmp_path / "b")
+    assert [open(p, "rb").read() for p in paths] == [open(p, "rb").read() for p in again]
+
+
+def test_a_writer_that_fails_leaves_no_scratch_and_checks_its_row_count(tmp_path):
+    with pytest.raises(RuntimeError), ExampleFileWriter(str(tmp_path / "a"), 10) as writer:
+        writer.write({"x": np.arange(4)})
+        raise RuntimeError("the source failed")
+    assert tf.io.gfile.listdir(str(tmp_path / "a")) == []
+    with pytest.raises(ValueError, match="4 example rows written to .*, 10 announced"):
+        with ExampleFileWriter(str(tmp_path / "b"), 10) as writer:
+            writer.write({"x": np.arange(4)})
+
+
+def test_examples_in_chunks_are_the_examples_whole(ml100k_split):
+    """Chunk by chunk (as the files are written), the model inputs of every rating are those of the whole
+    split, list features padded alike."""
+    train, test = ml100k_split
+    whole = example_arrays(test, train)
+    chunks = list(example_chunks(test, train, rows=7_000))
+    assert [len(chunk["rating"]) for chunk in chunks] == [7_000, 7_000, 6_000]
+    assert whole["movie_genres"].shape[1] > 1
+    for name, values in whole.items():
+        np.testing.assert_array_equal(np.concatenate([chunk[name] for chunk in chunks]), values, err_msg=name)
+
+
 _WRITE = """
-import sys
+import resource, sys
 import numpy as np
 import recsys_core
-from recsys_core.data.example_files import write_example_files
-rows = int(sys.argv[2])
-features = np.random.default_rng(0).random((rows, 32), dtype=np.float32)
-write_example_files({"x": np.arange(rows), "features": features}, sys.argv[1])
+from recsys_core.data.example_files import ExampleFileWriter
+rows, chunk, rng = int(sys.argv[2]), 50_000, np.random.default_rng(0)
+with ExampleFileWriter(sys.argv[1], rows) as writer:
+    for start in range(0, rows, chunk):
+        size = min(chunk, rows - start)
+        writer.write({"x": np.arange(start, start + size), "features": rng.random((size, 32), dtype=np.float32)})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 _READ = """
 import resource, sys
@@ -79,18 +138,27 @@ print(seen, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
 
 
-def test_reading_ten_times_the_examples_takes_no_more_memory(tmp_path):
-    """One epoch over 250 000 and over 2 500 000 examples (32 and 320 MB of features): the reader's peak
-    memory stays within its buffers, so the data can outgrow the host."""
+def test_writing_and_reading_ten_times_the_examples_takes_no_more_memory(tmp_path):
+    """250 000 and 2 500 000 examples (32 and 320 MB of features), written from chunks and read for one
+    epoch: the writer's and the reader's peak memory stay within their buffers, so the data can outgrow
+    the host."""
     peaks = {}
     for rows in (250_000, 2_500_000):
         directory = str(tmp_path / str(rows))
-        subprocess.run([sys.executable, "-c", _WRITE, directory, str(rows)], check=True, capture_output=True)
-        done = subprocess.run([sys.executable, "-c", _READ, directory, str(rows)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        seen, peaks[rows] = map(int, done.stdout.split())
-        assert seen == rows // 4096 * 4096
-    assert peaks[2_500_000] - peaks[250_000] < 32 * 2**20, peaks  # holding the 9x more rows would take 290 MB
+        for step, script in (("write", _WRITE), ("read", _READ)):
+            done = subprocess.run([sys.executable, "-c", script, directory, str(rows)], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+            *seen, peaks[step, rows] = map(int, done.stdout.split())
+        assert seen == [rows // 4096 * 4096]
+    for step in ("write", "read"):  # holding the 9x more rows would take 290 MB
+        assert peaks[step, 2_500_000] - peaks[step, 250_000] < 32 * 2**20, peaks
+
+
+def _columns(path: str) -> dict[str, np.ndarray]:
+    """Every row of the example file `path`, as numpy columns."""
+    signature = _signature(path)
+    records = [_parse(record, signature) for record in tf.data.TFRecordDataset(path)]
+    return {name: np.concatenate([record[name].numpy() for record in records]) for name in signature}
 
 
 def _rows(paths: list[str], name: str) -> list:

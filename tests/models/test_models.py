@@ -90,9 +90,10 @@ def bfloat16_trained(tiny_trained, tmp_path_factory):
 def test_mixed_bfloat16_fits_as_well_as_float32_and_exports_float32(tiny_trained, bfloat16_trained, name):
     """16-bit compute changes the figures by rounding only; the model handed on (evaluated, exported) is float32."""
     float32, bfloat16 = tiny_trained[3][name].metrics, bfloat16_trained[name].metrics
-    for key in ("rmse", "factorized_top_10", "factorized_top_50"):
+    # ~600 test ratings: top-K accuracy has a standard error of ~0.02, and the two fits' paths part early.
+    for key, tolerance in (("rmse", 0.03), ("factorized_top_10", 0.06), ("factorized_top_50", 0.06)):
         if key in float32:
-            assert bfloat16[key] == pytest.approx(float32[key], abs=0.03), key
+            assert bfloat16[key] == pytest.approx(float32[key], abs=tolerance), key
     model = bfloat16_trained[name].model
     assert model.dtype_policy.name == "float32"
     assert all(variable.dtype == tf.float32 for variable in model.variables if variable.dtype.is_floating)
