@@ -4,7 +4,8 @@
 - `users`: one row per user: `user_id` and the schema's user features;
 - `items`: one row per item: `item_id` and the schema's item features.
 
-`InteractionData.examples` joins them into one training example per interaction.
+`InteractionData.examples` joins them into one training example per interaction;
+`InteractionData.column` gives one column of that join without the others.
 """
 
 from __future__ import annotations
@@ -79,19 +80,27 @@ class InteractionData:
             tables[entity] = table.select(expected.names)
         return dataclasses.replace(self, users=tables["user"], items=tables["item"], schema=schema)
 
-    @functools.cached_property
+    @property
     def examples(self) -> pa.Table:
-        """One row per interaction with its user's and item's features, ratings order kept."""
-        user_rows = pc.index_in(self.ratings[USER_ID], value_set=self.users[USER_ID].combine_chunks())
-        item_rows = pc.index_in(self.ratings[ITEM_ID], value_set=self.items[ITEM_ID].combine_chunks())
-        users = self.users.take(user_rows).drop_columns([USER_ID])
-        items = self.items.take(item_rows).drop_columns([ITEM_ID])
-        columns = {**_columns(self.ratings), **_columns(users), **_columns(items)}
-        return pa.table(columns)
+        """One row per interaction with its user's and item's features, ratings order kept (built anew by
+        each call: a whole split's join is large; see `column`)."""
+        names = self.ratings.column_names + self.users.column_names[1:] + self.items.column_names[1:]
+        return pa.table({name: self.column(name) for name in names})
 
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column of `examples`, `[ratings]`: a ratings column, or a user or item feature of each rating."""
+        if name in self.ratings.column_names:
+            return self.ratings[name]
+        table, key = (self.users, USER_ID) if name in self.users.column_names else (self.items, ITEM_ID)
+        return table[name].take(self._rows[key])
 
-def _columns(table: pa.Table) -> dict[str, pa.ChunkedArray]:
-    return dict(zip(table.column_names, table.columns, strict=True))
+    @functools.cached_property
+    def _rows(self) -> dict[str, pa.Array]:
+        """`{user_id: row in users, item_id: row in items}` of each rating."""
+        return {
+            key: pc.index_in(self.ratings[key], value_set=table[key].combine_chunks())
+            for key, table in ((USER_ID, self.users), (ITEM_ID, self.items))
+        }
 
 
 def _check_known(column: str, values: pa.ChunkedArray, known: pa.ChunkedArray, table: str) -> None:

@@ -88,11 +88,12 @@ def fit_vocabulary(train) -> FeatureVocabulary:
     """Fits vocabularies and statistics on training interactions and the users and items they name.
 
     Args:
-        train: an `InteractionData` (its `examples`, `users`, `items` and `schema`).
+        train: an `InteractionData` (its ratings, `users`, `items` and `schema`); numeric features are
+            read per rating, a column at a time (`InteractionData.column`).
     """
-    examples = train.examples
-    users = _present(train.users, USER_ID, examples)
-    items = _present(train.items, ITEM_ID, examples)
+    users = _present(train.users, USER_ID, train.ratings)
+    items = _present(train.items, ITEM_ID, train.ratings)
+    timestamps = train.ratings[TIMESTAMP].to_numpy()
     categories, numbers = {}, {}
     for feature in train.schema.features:
         table = users if feature.entity == "user" else items
@@ -101,17 +102,15 @@ def fit_vocabulary(train) -> FeatureVocabulary:
         elif feature.kind == "text":
             categories[feature.name] = _tokens(table[feature.name])
         else:
-            numbers[feature.name] = NumericStats.fit(
-                numeric_values(feature, examples[feature.name].to_numpy(), examples[TIMESTAMP].to_numpy()),
-                feature.buckets,
-            )
-    numbers[TIMESTAMP] = NumericStats.fit(examples[TIMESTAMP].to_numpy(), _TIME_BUCKETS)
+            values = numeric_values(feature, train.column(feature.name).to_numpy(), timestamps)
+            numbers[feature.name] = NumericStats.fit(values, feature.buckets)
+    numbers[TIMESTAMP] = NumericStats.fit(timestamps, _TIME_BUCKETS)
     return FeatureVocabulary(
-        user_ids=_sorted_unique(examples[USER_ID]),
-        item_ids=_sorted_unique(examples[ITEM_ID]),
+        user_ids=_sorted_unique(train.ratings[USER_ID]),
+        item_ids=_sorted_unique(train.ratings[ITEM_ID]),
         categories=categories,
         numbers=numbers,
-        rating_mean=float(examples[RATING].to_numpy().mean()),
+        rating_mean=float(train.ratings[RATING].to_numpy().mean()),
     )
 
 
@@ -127,9 +126,9 @@ def numeric_values(feature: Feature, values: np.ndarray, timestamps: np.ndarray)
     return np.log1p(np.maximum(values, 0.0)) if feature.log else values
 
 
-def _present(table: pa.Table, key: str, examples: pa.Table) -> pa.Table:
-    """Rows of `table` whose id occurs in the training examples."""
-    return table.filter(pc.is_in(table[key], value_set=pc.unique(examples[key])))
+def _present(table: pa.Table, key: str, ratings: pa.Table) -> pa.Table:
+    """Rows of `table` whose id occurs in the training ratings."""
+    return table.filter(pc.is_in(table[key], value_set=pc.unique(ratings[key])))
 
 
 def _values(column: pa.ChunkedArray, feature: Feature) -> list:
