@@ -7,16 +7,25 @@ import pyarrow as pa
 
 from recsys_core.data.tables import InteractionData
 
+# Up to this many ratings the split is the tutorials' (`tf.data` shuffle); its buffer holds each row as a
+# tensor (~230 bytes: 920 MB for 4M ratings), so larger data is permuted by numpy (8 bytes a row).
+TUTORIAL_SPLIT_MAX_ROWS = 2_000_000
+
 
 def random_split(data: InteractionData, test_fraction: float, seed: int) -> tuple[InteractionData, InteractionData]:
-    """Seeded random split, identical to the TFRS tutorials' for seed 42.
+    """Seeded random split, identical to the TFRS tutorials' for seed 42 (MovieLens-100K and -1M).
 
     The tutorials run `tf.random.set_seed(seed)`, `shuffle(n, seed=seed,
     reshuffle_each_iteration=False)`, then take the first 80 % for training;
     the same permutation is computed here with `tf.data`, without touching the
-    caller's global seed.
+    caller's global seed. Above `TUTORIAL_SPLIT_MAX_ROWS` ratings, numpy's
+    seeded permutation stands in for it.
     """
-    order = _tf_shuffle_permutation(data.ratings.num_rows, seed)
+    rows = data.ratings.num_rows
+    if rows > TUTORIAL_SPLIT_MAX_ROWS:
+        order = np.random.default_rng(seed).permutation(rows)
+    else:
+        order = _tf_shuffle_permutation(rows, seed)
     num_train = round(data.ratings.num_rows * (1.0 - test_fraction))
     return _take(data, order[:num_train]), _take(data, order[num_train:])
 

@@ -40,3 +40,40 @@ def test_temporal_split_puts_the_latest_ratings_in_test(ml100k):
     train, test = temporal_split(ml100k, 0.25)
     assert (train.ratings.num_rows, test.ratings.num_rows) == (75_000, 25_000)
     assert train.ratings["timestamp"].to_numpy().max() <= test.ratings["timestamp"].to_numpy().min()
+
+
+_LARGE_SPLIT = """
+import resource
+import numpy as np, pyarrow as pa, pyarrow.compute as pc
+import recsys_core
+from recsys_core.data.splits import random_split
+from recsys_core.data.tables import InteractionData
+from recsys_core.schema import load_schema
+rows, rng = 3_000_000, np.random.default_rng(0)
+users, items = pa.array([f"u{i}" for i in range(5000)]), pa.array([f"i{i}" for i in range(2000)])
+ratings = pa.table({
+    "user_id": pc.take(users, rng.integers(0, 5000, rows)), "item_id": pc.take(items, rng.integers(0, 2000, rows)),
+    "rating": pa.array(np.ones(rows, np.float32)), "timestamp": pa.array(np.arange(rows, dtype=np.int64)),
+})
+data = InteractionData(ratings, pa.table({"user_id": users}), pa.table({"item_id": items}), load_schema("ids"), {})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+train, test = random_split(data, 0.2, 7)
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+again, _ = random_split(data, 0.2, 7)
+times = np.sort(np.concatenate([train.ratings["timestamp"].to_numpy(), test.ratings["timestamp"].to_numpy()]))
+print(train.ratings.num_rows, test.ratings.num_rows, int(again.ratings.equals(train.ratings)),
+      int((times == np.arange(rows)).all()), grown * 1024)
+"""
+
+
+def test_a_random_split_of_millions_of_ratings_costs_little_memory():
+    """3M ratings: the split partitions them, 80/20, reproducibly, and its peak memory is that of the split
+    tables (the tutorials' `tf.data` shuffle, kept for up to 2M ratings, would hold ~700 MB of buffer)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LARGE_SPLIT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    train, test, reproducible, partition, grown = map(int, done.stdout.split())
+    assert (train, test, reproducible, partition) == (2_400_000, 600_000, 1, 1)
+    assert grown < 250 * 2**20, grown
