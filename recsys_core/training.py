@@ -19,12 +19,10 @@ from recsys_core.config import ExperimentConfig
 from recsys_core.data import DataError, InteractionData, load_data
 from recsys_core.data.pipeline import (
     ExampleFiles,
-    example_arrays,
     example_chunks,
     make_dataset,
     steps_per_epoch,
     user_histories,
-    with_history,
 )
 from recsys_core.data.splits import split
 from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_cpu
@@ -55,7 +53,8 @@ class ModelInputs:
         train: files of the `example_arrays` the model fits (training reads them through tf.data).
         validation: those of the examples that stop it early, or None (refit: fixed epochs).
         histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
-        test, test_histories: the test examples, with histories from the whole training split.
+        test, test_histories: files of the test examples, with histories from the whole training split
+            (`test_batches` reads them).
         items: the item catalogue.
         schema: the feature schema of the users and items tables.
     """
@@ -63,7 +62,7 @@ class ModelInputs:
     train: ExampleFiles
     validation: ExampleFiles | None
     histories: np.ndarray
-    test: dict[str, np.ndarray]
+    test: ExampleFiles
     test_histories: np.ndarray
     items: pa.Table
     schema: FeatureSchema
@@ -88,19 +87,24 @@ class ModelInputs:
             train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
         )
 
-        def files(split: InteractionData, name: str) -> ExampleFiles:
-            chunks = example_chunks(split, train)
+        def files(split: InteractionData, before: InteractionData, name: str) -> ExampleFiles:
+            chunks = example_chunks(split, before)
             return ExampleFiles.write(chunks, split.ratings.num_rows, os.path.join(directory, name), seed)
 
         return cls(
-            train=files(train, "train"),
-            validation=None if validation is None else files(validation, "validation"),
+            train=files(train, train, "train"),
+            validation=None if validation is None else files(validation, train, "validation"),
             histories=user_histories(train, length),
-            test=example_arrays(test, seen),
+            test=files(test, seen, "test"),
             test_histories=user_histories(seen, length),
             items=train.items,
             schema=train.schema,
         )
+
+    def test_batches(self, batch_size: int = 4096) -> tf.data.Dataset:
+        """One pass over the test examples with their histories, `[batch_size]` feature dicts (the last
+        one partial)."""
+        return make_dataset(self.test, self.test_histories, batch_size, None, repeat=False)
 
 
 def run_experiment(config: ExperimentConfig) -> str | None:
@@ -178,7 +182,7 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             name: fit_model(name, config, vocab, strategy, inputs, staging, resume_dir=resume)
             for name in config.training.models
         }
-        _write_plots(trained, with_history(inputs.test, inputs.test_histories), os.path.join(staging, bundle.PLOTS))
+        _write_plots(trained, next(iter(inputs.test_batches())), os.path.join(staging, bundle.PLOTS))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
         _export(selection_bundle, trained, fit, vocab, {**manifest, "metrics": {}})
         if chief and towers:
@@ -237,13 +241,13 @@ def _resume_directory(root: str, config: ExperimentConfig, lineage: dict) -> str
     return os.path.join(root, f".resume-{json_sha256({'config': config.to_dict(), 'data': lineage})[:12]}")
 
 
-def _write_plots(trained: dict[str, TrainedModel], test_arrays: dict[str, np.ndarray], directory: str) -> None:
-    """Training curves (with validation) and DLRM/DCN interaction heatmaps, as PNG files in `directory`."""
+def _write_plots(trained: dict[str, TrainedModel], test_batch: dict[str, tf.Tensor], directory: str) -> None:
+    """Training curves (with validation) and DLRM/DCN interaction heatmaps (over `test_batch`), as PNG files
+    in `directory`."""
     for name, result in trained.items():
         bundle.write_bytes(os.path.join(directory, f"{name}_training.png"), plots.history_png(name, result.history))
         if hasattr(getattr(result.model, "scorer", None), "interaction_matrix"):  # DLRM and DCN
-            batch = {k: tf.constant(v[:4096]) for k, v in test_arrays.items()}
-            matrix = result.model.scorer.interaction_matrix(batch).numpy()
+            matrix = result.model.scorer.interaction_matrix(test_batch).numpy()
             names = result.model.scorer.embeddings.input_names
             png = plots.interactions_png(matrix, names, f"{name}: mean |<e_i, e_j>|")
             bundle.write_bytes(os.path.join(directory, f"{name}_interactions.png"), png)
@@ -473,21 +477,22 @@ def evaluate(
 
     The lists the job ships are scored separately, from the bundle (`protocol.py`).
     """
-    test = with_history(inputs.test, inputs.test_histories)
     metrics = {}
     if name in RATING_MODELS:
-        predictions = evaluation.batched(tf.function(model), test)
-        metrics.update(evaluation.rating_figures(predictions, test[RATING], vocab.rating_mean))
+        rate = tf.function(model, reduce_retracing=True)
+        pairs = [(rate(batch).numpy(), batch[RATING].numpy()) for batch in inputs.test_batches()]
+        predictions, labels = (np.concatenate(column) for column in zip(*pairs, strict=True))
+        metrics.update(evaluation.rating_figures(predictions, labels, vocab.rating_mean))
     if name in TOWER_MODELS:
         candidate_tower = tf.function(model.candidate_tower)
         items = feature_arrays(inputs.items, inputs.schema, item_inputs(inputs.schema, "towers"))
         metrics.update(
             evaluation.factorized_top_k(
-                tf.function(model.query_tower),
+                tf.function(model.query_tower, reduce_retracing=True),
                 candidate_tower,
                 evaluation.batched(candidate_tower, items),
                 items[ITEM_ID],
-                evaluation.tensor_batches(test),
+                inputs.test_batches(),
                 config.training.eval_ks,
             )
         )

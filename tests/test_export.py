@@ -3,10 +3,8 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from recsys_core import bundle, export
-from recsys_core.data.pipeline import with_history
 from recsys_core.evaluation import batched
 from recsys_core.features.arrays import feature_arrays, item_inputs
 
@@ -23,8 +21,7 @@ def saved(tiny_trained, tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("bundle"))
     bundle.save(directory, module, signatures, schema, {"bundle_version": "test", "models": list(models)})
     manifest, loaded = bundle.load_bundle(directory)
-    test = with_history(model_inputs.test, model_inputs.test_histories)
-    inputs = {k: tf.constant(v[:50]) for k, v in test.items()}
+    inputs = next(iter(model_inputs.test_batches(50)))
     return models, manifest, loaded, inputs, item_embeddings, item_ids, directory
 
 

@@ -87,7 +87,7 @@ class ExampleFileWriter:
         for index in range(self._count):
             scratch = os.path.join(self._scratch, f"{index:05d}.tfrecord")
             columns = _scratch_columns(scratch)
-            order = self._rng.permutation(len(next(iter(columns.values()))))
+            order = self._rng.permutation(len(next(iter(columns.values()))) if columns else 0)
             self.paths.append(os.path.join(self._directory, FILE_PATTERN.format(index, self._count)))
             with tf.io.TFRecordWriter(self.paths[-1]) as writer:
                 for start in range(0, len(order), RECORD_ROWS):
@@ -122,8 +122,10 @@ def example_dataset(
     shuffle_seed: int | None,
     input_context: tf.distribute.InputContext | None = None,
     shuffle_rows: int = SHUFFLE_ROWS,
+    repeat: bool = True,
 ) -> tf.data.Dataset:
-    """A repeated dataset of `[batch_size, ...]` feature dicts read from the example files `paths`.
+    """A dataset of `[batch_size, ...]` feature dicts read from the example files `paths`: repeated, or with
+    `repeat=False` one pass over every row (the last batch partial).
 
     Args:
         paths: from `write_example_files` / `example_files`.
@@ -158,6 +160,8 @@ def example_dataset(
     blocks = records.map(functools.partial(_parse, signature=signature), num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle_seed is not None:
         blocks = blocks.map(functools.partial(_permute_rows, seed=shuffle_seed))
+    if not repeat:
+        return blocks.rebatch(batch_size)
     # Repeated after shuffling, so that every epoch reads every row once.
     return blocks.repeat().rebatch(batch_size, drop_remainder=True)
 
@@ -187,7 +191,7 @@ def _scratch_columns(path: str) -> dict[str, np.ndarray]:
     """Every row of a scratch shard (records of pickled column dicts, written and read by this process), as
     numpy columns."""
     parts = [pickle.loads(raw) for raw in tf.data.TFRecordDataset(path).as_numpy_iterator()]
-    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+    return {name: np.concatenate([part[name] for part in parts]) for name in (parts[0] if parts else ())}
 
 
 def _signature(path: str) -> dict[str, tf.TensorSpec]:

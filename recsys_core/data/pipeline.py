@@ -106,8 +106,10 @@ def make_dataset(
     global_batch_size: int,
     shuffle_seed: int | None,
     input_context: tf.distribute.InputContext | None = None,
+    repeat: bool = True,
 ) -> tf.data.Dataset:
-    """A repeated, batched dataset of feature dicts for one input pipeline, read from `examples`' files.
+    """A repeated (or, with `repeat=False`, one-pass) batched dataset of feature dicts for one input pipeline,
+    read from `examples`' files.
 
     Args:
         examples: the split's example files, with `history_row`.
@@ -118,7 +120,7 @@ def make_dataset(
             reads its own files and batches per replica.
     """
     history_tensor = tf.constant(histories)
-    dataset = example_dataset(list(examples.paths), global_batch_size, shuffle_seed, input_context)
+    dataset = example_dataset(list(examples.paths), global_batch_size, shuffle_seed, input_context, repeat=repeat)
     return dataset.map(lambda batch: with_history(batch, history_tensor), num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE
     )

@@ -29,7 +29,7 @@ def test_retrieval_metrics_are_consistent(tiny_trained):
 
 def test_dlrm_interaction_matrix_is_symmetric(tiny_trained):
     _, _, inputs, trained = tiny_trained
-    batch = {k: tf.constant(v[:64]) for k, v in inputs.test.items()}
+    batch = next(iter(inputs.test_batches(64)))
     matrix = trained["dlrm"].model.scorer.interaction_matrix(batch).numpy()
     # dense (age), user_id, item_id, and the embedded categoricals the schema feeds to DLRM
     names = trained["dlrm"].model.scorer.embeddings.input_names
@@ -54,11 +54,8 @@ def test_unknown_model_is_rejected(tiny_data):
 @pytest.mark.parametrize("name", ["ranking", "multitask"])
 def test_the_rating_in_halves_equals_the_whole_rating(tiny_trained, name):
     """A state per user and one per item, paired (also by broadcasting), rate as the model does: the job's re-rank."""
-    from recsys_core.data.pipeline import with_history
-
     _, _, inputs, trained = tiny_trained
-    arrays = with_history(inputs.test, inputs.test_histories)
-    features = {key: tf.constant(values[:64]) for key, values in arrays.items()}
+    features = next(iter(inputs.test_batches(64)))
     model = trained[name].model
     rater = getattr(model, "scorer", model)
     expected = model(features).numpy()
@@ -146,7 +143,4 @@ def test_mixed_float16_scales_the_loss_so_small_gradients_survive(tiny_trained):
 
 
 def _one_batch(inputs) -> dict[str, tf.Tensor]:
-    from recsys_core.data.pipeline import with_history
-
-    arrays = with_history(inputs.test, inputs.test_histories)
-    return {key: tf.constant(values[:256]) for key, values in arrays.items()}
+    return next(iter(inputs.test_batches(256)))
