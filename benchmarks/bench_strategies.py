@@ -6,8 +6,9 @@
 Each strategy is one `python train.py` run in its own process (devices are set per process):
 `default` (one device), `mirrored_2` and `mirrored_8` (`--strategy mirrored --cpu-devices N`,
 logical CPU devices), `multi_worker_2` (two local `multi_worker_mirrored` processes, TF_CONFIG).
-Every run trains on the same examples, written once as sharded Parquet files and read through
-tf.data per input pipeline. Prints a JSON line per strategy, then a table of the
+Every run trains on the same examples: each writes them as TFRecord example files
+(`data/example_files.py`, the same seed, the same rows) and reads them through tf.data per
+input pipeline. Prints a JSON line per strategy, then a table of the
 test figures (the job's retrieval recall@100 from the bundle, RMSE per rating model), their
 differences from `default`, and training examples/s per model.
 """
