@@ -4,7 +4,8 @@
                                                         holding one serialized `[rows, ...]` tensor per model
                                                         input (`example_arrays`); rows in a seeded random order
 
-Files go through `tf.io.gfile`, so the directory may be local, `gs://...` or `ram://`. Reading is
+`ExampleFileWriter` writes them from chunks of any size through an external shuffle, holding a few
+shards' rows at most. Files go through `tf.io.gfile`, so the directory may be local, `gs://...` or `ram://`. Reading is
 TensorFlow's own C++ (`TFRecordDataset`, `parse_tensor`): no Python, no GIL, beside a training loop.
 A reader holds the records it shuffles (`SHUFFLE_ROWS` rows), never the whole data set, and under a
 `tf.distribute` strategy each input pipeline reads only its own files (`InputContext.input_pipeline_id`),
@@ -27,6 +28,7 @@ ROWS_PER_FILE = 65_536
 MIN_FILES = 8  # so that 2, 4 or 8 workers read equal shares
 RECORD_ROWS = 128  # rows per record: the unit of shuffling, so a batch of 4 096 joins 32 random records
 SHUFFLE_ROWS = 65_536  # rows held for shuffling, in records
+SCRATCH_FILES = 256  # scratch files open at once while writing; beyond as many shards, each holds several
 
 
 class ExampleFileWriter:
@@ -38,13 +40,20 @@ class ExampleFileWriter:
                 writer.write(chunk)
         writer.paths                      # the shards, once closed
 
-    Each chunk's rows are permuted and dealt round the shards, which first go to a scratch
-    directory beside them; closing reads each scratch shard back alone, permutes its rows and
-    writes the final shard. Every shard is thus a random sample of the whole set, and shards
-    differ in size by at most one row.
+    Each chunk's rows are permuted and dealt round the shards, whose rows first go to scratch
+    files beside them (shard i to file i mod `scratch_files`); closing reads each scratch file back
+    alone and writes its shards, each permuted. Every shard is thus a random sample of the whole
+    set, and shards differ in size by at most one row.
     """
 
-    def __init__(self, directory: str, rows: int, rows_per_file: int = ROWS_PER_FILE, seed: int = 0) -> None:
+    def __init__(
+        self,
+        directory: str,
+        rows: int,
+        rows_per_file: int = ROWS_PER_FILE,
+        seed: int = 0,
+        scratch_files: int = SCRATCH_FILES,
+    ) -> None:
         """`rows`: how many rows the chunks will hold in all; at least `MIN_FILES` shards of at most
         `rows_per_file` rows (fewer only for fewer rows)."""
         self._directory, self._rows, self._written = directory, rows, 0
@@ -53,9 +62,10 @@ class ExampleFileWriter:
         self._scratch = os.path.join(directory, ".scatter")
         tf.io.gfile.makedirs(self._scratch)
         self._buckets = [
-            tf.io.TFRecordWriter(os.path.join(self._scratch, f"{index:05d}.tfrecord")) for index in range(self._count)
+            tf.io.TFRecordWriter(os.path.join(self._scratch, f"{index:05d}.tfrecord"))
+            for index in range(min(self._count, scratch_files))
         ]
-        self.paths: list[str] = []
+        self.paths = [os.path.join(directory, FILE_PATTERN.format(index, self._count)) for index in range(self._count)]
 
     def __enter__(self) -> ExampleFileWriter:
         return self
@@ -72,27 +82,28 @@ class ExampleFileWriter:
         size = len(next(iter(chunk.values())))
         order = self._rng.permutation(size)
         # Row i of the whole stream goes to shard i mod count: every shard gets its share of every chunk.
-        shard = (self._written + np.arange(size)) % self._count
-        for index in np.unique(shard):
-            rows = order[shard == index]
-            self._buckets[index].write(pickle.dumps({name: values[rows] for name, values in chunk.items()}, 5))
+        for offset in range(min(size, self._count)):
+            shard = (self._written + offset) % self._count
+            part = {name: values[order[offset :: self._count]] for name, values in chunk.items()}
+            self._buckets[shard % len(self._buckets)].write(pickle.dumps((shard, part), 5))
         self._written += size
 
     def close(self) -> list[str]:
-        """Writes the final shards and removes the scratch ones; returns the shards' paths."""
+        """Writes the final shards and removes the scratch files; returns the shards' paths."""
         if self._written != self._rows:
             raise ValueError(f"{self._written} example rows written to {self._directory}, {self._rows} announced")
         for bucket in self._buckets:
             bucket.close()
-        for index in range(self._count):
+        for index in range(len(self._buckets)):
             scratch = os.path.join(self._scratch, f"{index:05d}.tfrecord")
-            columns = _scratch_columns(scratch)
-            order = self._rng.permutation(len(next(iter(columns.values()))) if columns else 0)
-            self.paths.append(os.path.join(self._directory, FILE_PATTERN.format(index, self._count)))
-            with tf.io.TFRecordWriter(self.paths[-1]) as writer:
-                for start in range(0, len(order), RECORD_ROWS):
-                    part = order[start : start + RECORD_ROWS]
-                    writer.write(_record({name: values[part] for name, values in columns.items()}))
+            shards = _scratch_shards(scratch)
+            for shard in range(index, self._count, len(self._buckets)):
+                columns = shards.get(shard, {})
+                order = self._rng.permutation(len(next(iter(columns.values()))) if columns else 0)
+                with tf.io.TFRecordWriter(self.paths[shard]) as writer:
+                    for start in range(0, len(order), RECORD_ROWS):
+                        part = order[start : start + RECORD_ROWS]
+                        writer.write(_record({name: values[part] for name, values in columns.items()}))
             tf.io.gfile.remove(scratch)
         tf.io.gfile.rmtree(self._scratch)
         return self.paths
@@ -187,11 +198,17 @@ def _serialized(values: np.ndarray) -> bytes:
     return proto.SerializeToString()
 
 
-def _scratch_columns(path: str) -> dict[str, np.ndarray]:
-    """Every row of a scratch shard (records of pickled column dicts, written and read by this process), as
-    numpy columns."""
-    parts = [pickle.loads(raw) for raw in tf.data.TFRecordDataset(path).as_numpy_iterator()]
-    return {name: np.concatenate([part[name] for part in parts]) for name in (parts[0] if parts else ())}
+def _scratch_shards(path: str) -> dict[int, dict[str, np.ndarray]]:
+    """The rows of a scratch file (records of pickled `(shard, columns)`, written and read by this process),
+    as numpy columns per shard."""
+    parts: dict[int, list[dict[str, np.ndarray]]] = {}
+    for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+        shard, columns = pickle.loads(raw)
+        parts.setdefault(shard, []).append(columns)
+    return {
+        shard: {name: np.concatenate([part[name] for part in chunks]) for name in chunks[0]}
+        for shard, chunks in parts.items()
+    }
 
 
 def _signature(path: str) -> dict[str, tf.TensorSpec]:

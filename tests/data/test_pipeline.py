@@ -71,7 +71,8 @@ def test_chunks_are_written_once_each_shuffled_across_near_equal_shards(tmp_path
     sizes = [700, 1, 299, 1000, 0, 500]
 
     def write(directory):
-        with ExampleFileWriter(str(directory), sum(sizes), rows_per_file=400, seed=5) as writer:
+        # 8 shards through 3 scratch files: each holds the rows of 2 or 3 shards until it is closed.
+        with ExampleFileWriter(str(directory), sum(sizes), rows_per_file=400, seed=5, scratch_files=3) as writer:
             start = 0
             for size in sizes:
                 rows = np.arange(start, start + size)
