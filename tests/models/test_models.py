@@ -123,6 +123,7 @@ def test_mixed_float16_scales_the_loss_so_small_gradients_survive(tiny_trained):
     config = copy.deepcopy(config)
     config.ranking.batch_size = 2**22  # the loss is divided by it: per-example gradients of ~1e-7
     batch, steps = _one_batch(inputs), {}
+    tf.keras.utils.set_random_seed(0)
     for policy in ("float32", "mixed_float16"):
         with dtype_policy(policy):
             model = build_model("ranking", config, inputs.schema, vocab)
@@ -139,7 +140,7 @@ def test_mixed_float16_scales_the_loss_so_small_gradients_survive(tiny_trained):
         for mixed, exact in zip(steps["mixed_float16"], steps["float32"], strict=True)
         if np.linalg.norm(exact) > 0
     ]
-    assert max(errors) < 0.01  # without loss scaling: up to 0.9 (the deep layers' gradients underflow)
+    assert max(errors) < 0.05  # 0.01 at most seen; without loss scaling up to 0.9 (deep gradients underflow)
 
 
 def _one_batch(inputs) -> dict[str, tf.Tensor]:
