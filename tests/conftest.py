@@ -67,7 +67,10 @@ def tiny_trained(tiny_data, tmp_path_factory):
     inputs = ModelInputs.build(fit, validation, test, config.retrieval.history_length, examples)
     strategy = tf.distribute.get_strategy()
     run_dir = str(tmp_path_factory.mktemp("run"))
-    trained = {name: fit_model(name, config, vocab, strategy, inputs, run_dir) for name in MODEL_NAMES}
+    trained = {}
+    for name in MODEL_NAMES:
+        tf.keras.utils.set_random_seed(config.training.seed)  # the same start as `bfloat16_trained`'s fits
+        trained[name] = fit_model(name, config, vocab, strategy, inputs, run_dir)
     for name, result in trained.items():
         result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
     return config, vocab, inputs, trained
