@@ -109,16 +109,6 @@ class ExampleFileWriter:
         return self.paths
 
 
-def write_example_files(
-    arrays: dict[str, np.ndarray], directory: str, rows_per_file: int = ROWS_PER_FILE, seed: int = 0
-) -> list[str]:
-    """Writes `arrays` (name -> `[rows, ...]`) as shards (see `ExampleFileWriter`); returns their paths."""
-    rows = len(next(iter(arrays.values())))
-    with ExampleFileWriter(directory, rows, rows_per_file, seed) as writer:
-        writer.write(arrays)
-    return writer.paths
-
-
 def example_files(directory: str) -> list[str]:
     """The example shards in `directory`, in order; raises `FileNotFoundError` naming it when there are none."""
     paths = sorted(tf.io.gfile.glob(os.path.join(directory, "examples-*-of-*.tfrecord")))
@@ -139,7 +129,7 @@ def example_dataset(
     `repeat=False` one pass over every row (the last batch partial).
 
     Args:
-        paths: from `write_example_files` / `example_files`.
+        paths: from `ExampleFileWriter` / `example_files`.
         batch_size: the global batch size; per replica under `input_context`.
         shuffle_seed: every epoch shuffles the files, the records (a buffer of `shuffle_rows` rows) and
             the rows within each record, with this seed; None reads in file order.

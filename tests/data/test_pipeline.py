@@ -10,7 +10,6 @@ from recsys_core.data.example_files import (
     _parse,
     _signature,
     example_dataset,
-    write_example_files,
 )
 from recsys_core.data.pipeline import ExampleFiles, example_arrays, example_chunks, make_dataset
 
@@ -53,7 +52,7 @@ def test_example_files_round_trip_every_type_and_refuse_too_few_files(tmp_path):
         "age": np.array([1.5, 2.5, 3.5], dtype=np.float32),
         "history_row": np.array([0, 1, 2], dtype=np.int32),
     }
-    paths = write_example_files(arrays, f"ram://examples-{tmp_path.name}")  # any tf.io.gfile file system
+    paths = ExampleFiles.write([arrays], 3, f"ram://examples-{tmp_path.name}").paths  # any tf.io.gfile file system
     assert len(paths) == 3  # never more files than rows
     batch = next(iter(example_dataset(paths, 3, shuffle_seed=None)))
     order = np.argsort(batch["id"].numpy())
@@ -163,6 +162,5 @@ def _columns(path: str) -> dict[str, np.ndarray]:
 
 
 def _rows(paths: list[str], name: str) -> list:
-    """Every value of column `name` in the example files `paths`, decoded record by record."""
-    signature = _signature(paths[0])
-    return [v for record in tf.data.TFRecordDataset(paths) for v in _parse(record, signature)[name].numpy().tolist()]
+    """Every value of column `name` in the example files `paths`."""
+    return [v for path in paths for v in _columns(path)[name].tolist()]
