@@ -1,19 +1,22 @@
-"""Model inputs of a split, written once as example files and read back through tf.data per input pipeline."""
+"""Model inputs of a split (`ModelInputs`), written once as example files and read back through tf.data per
+input pipeline; the pieces that make them (`ExampleMaker`, `HistoryBuilder`) take ratings in batches."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core.data.example_files import ExampleFileWriter, example_dataset
-from recsys_core.data.tables import InteractionData, group_by_user, item_counts
+from recsys_core.data.tables import InteractionData, item_counts, positions
 from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
-from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, USER_ID
+from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
 
 HISTORY_ROW = "history_row"
 
@@ -29,7 +32,7 @@ def example_arrays(split: InteractionData, train: InteractionData) -> dict[str, 
     training get the probability of one rating. `history_row` is the user's row
     in `user_histories(train, ...)`, which `with_history` turns into `user_history`.
     """
-    return _ExampleMaker(split, train).arrays(split)
+    return ExampleMaker.between(split, train).arrays(split)
 
 
 def example_chunks(
@@ -37,26 +40,34 @@ def example_chunks(
 ) -> Iterator[dict[str, np.ndarray]]:
     """`example_arrays(split, train)`, `rows` ratings at a time: the joined features of the whole split are
     never in memory at once."""
-    maker = _ExampleMaker(split, train)
+    maker = ExampleMaker.between(split, train)
     for start in range(0, split.ratings.num_rows, rows):
         yield maker.arrays(split.with_ratings(split.ratings.slice(start, rows)))
 
 
-class _ExampleMaker:
-    """What `example_arrays` computes once per split: training frequencies, history rows, list widths."""
+class ExampleMaker:
+    """Turns ratings into `example_arrays`, given what it needs of the training split: each item's number of
+    training ratings and their total (the frequencies); list features are padded to their table's longest."""
 
-    def __init__(self, split: InteractionData, train: InteractionData) -> None:
-        self._names = user_inputs(split.schema) + item_inputs(split.schema) + (RATING,)
-        self._users = train.users[USER_ID].combine_chunks()
-        self._items = split.items[ITEM_ID].combine_chunks()
-        self._probability = np.maximum(item_counts(train.ratings, self._items), 1.0) / train.ratings.num_rows
+    def __init__(self, tables: InteractionData, counts: np.ndarray, total: int) -> None:
+        """`tables`: users, items and schema (its ratings are not read); `counts`: `[items]` training ratings
+        of each row of `tables.items`; `total`: training ratings in all."""
+        self._names = user_inputs(tables.schema) + item_inputs(tables.schema) + (RATING,)
+        self._users = tables.users[USER_ID].combine_chunks()
+        self._items = tables.items[ITEM_ID].combine_chunks()
+        self._probability = np.maximum(counts, 1.0) / max(1, total)
         # Every chunk pads a list feature to the longest list of its table, so that chunks stack.
         self._widths = {
             f.name: max(1, pc.max(pc.list_value_length(table[f.name])).as_py() or 0)
-            for table, entity in ((split.users, "user"), (split.items, "item"))
-            for f in split.schema.of(entity)
+            for table, entity in ((tables.users, "user"), (tables.items, "item"))
+            for f in tables.schema.of(entity)
             if f.kind == "multi_categorical" and f.name in self._names
         }
+
+    @classmethod
+    def between(cls, split: InteractionData, train: InteractionData) -> ExampleMaker:
+        """For the ratings of `split`, with frequencies from `train`."""
+        return cls(split, item_counts(train.ratings, split.items[ITEM_ID]), train.ratings.num_rows)
 
     def arrays(self, part: InteractionData) -> dict[str, np.ndarray]:
         arrays = feature_arrays(part.examples, part.schema, self._names, self._widths)
@@ -68,8 +79,43 @@ class _ExampleMaker:
 
 def user_histories(train: InteractionData, length: int) -> np.ndarray:
     """`[users, n]` ids of each user's last `length` training items (rows of `train.users`), padded with b""."""
-    seen, _ = group_by_user(train.ratings, train.users[USER_ID], train.items[ITEM_ID])
-    return history_matrix(seen, string_bytes(train.items[ITEM_ID]), length)
+    histories = HistoryBuilder(train, length)
+    histories.add(train.ratings)
+    return histories.matrix()
+
+
+class HistoryBuilder:
+    """`user_histories` over ratings given in batches, holding at most `length` ratings per user.
+
+    Order as `group_by_user`'s: by time, ties by item id; the most recent `length` are kept.
+    """
+
+    def __init__(self, tables: InteractionData, length: int) -> None:
+        """`tables`: the users and items (its ratings are not read)."""
+        self._user_ids = tables.users[USER_ID].combine_chunks()
+        self._item_ids = tables.items[ITEM_ID].combine_chunks()
+        self._length = length
+        self._id_rank = np.empty(len(self._item_ids), np.int64)
+        self._id_rank[pc.sort_indices(self._item_ids).to_numpy()] = np.arange(len(self._item_ids))
+        self._users, self._times, self._items = (np.zeros(0, np.int64) for _ in range(3))
+
+    def add(self, ratings: pa.Table) -> None:
+        users, items = positions(ratings[USER_ID], self._user_ids), positions(ratings[ITEM_ID], self._item_ids)
+        known = (users >= 0) & (items >= 0)  # as `group_by_user`, ratings of other users or items are skipped
+        users = np.concatenate([self._users, users[known]])
+        times = np.concatenate([self._times, ratings[TIMESTAMP].to_numpy()[known]])
+        items = np.concatenate([self._items, items[known]])
+        order = np.lexsort((self._id_rank[items], times, users))
+        users, times, items = users[order], times[order], items[order]
+        # Keep each user's last `length`: those fewer than `length` places from the end of the user's run.
+        ends = np.searchsorted(users, users, side="right")
+        keep = ends - np.arange(len(users)) <= self._length
+        self._users, self._times, self._items = users[keep], times[keep], items[keep]
+
+    def matrix(self) -> np.ndarray:
+        bounds = np.searchsorted(self._users, np.arange(len(self._user_ids) + 1))
+        seen = [self._items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        return history_matrix(seen, string_bytes(self._item_ids), self._length)
 
 
 def with_history(batch: dict, histories) -> dict:
@@ -98,6 +144,68 @@ class ExampleFiles:
             for chunk in chunks:
                 writer.write(chunk)
         return cls(tuple(writer.paths), rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInputs:
+    """What a model trains on, is stopped by and is tested on.
+
+    Attributes:
+        train: files of the `example_arrays` the model fits (training reads them through tf.data).
+        validation: those of the examples that stop it early, or None (refit: fixed epochs).
+        histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
+        test, test_histories: files of the test examples, with histories from the whole training split
+            (`test_batches` reads them).
+        items: the item catalogue.
+        schema: the feature schema of the users and items tables.
+    """
+
+    train: ExampleFiles
+    validation: ExampleFiles | None
+    histories: np.ndarray
+    test: ExampleFiles
+    test_histories: np.ndarray
+    items: pa.Table
+    schema: FeatureSchema
+
+    @classmethod
+    def build(
+        cls,
+        train: InteractionData,
+        validation: InteractionData | None,
+        test: InteractionData,
+        length: int,
+        directory: str,
+        seed: int = 0,
+    ):
+        """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
+
+        The training and validation examples are written to files under `directory` (any
+        `tf.io.gfile` location), a chunk of ratings at a time, rows shuffled with `seed`. Test
+        histories come from `train` plus `validation`: every interaction before the test split.
+        """
+        seen = (
+            train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
+        )
+
+        def files(split: InteractionData, before: InteractionData, name: str) -> ExampleFiles:
+            chunks = example_chunks(split, before)
+            return ExampleFiles.write(chunks, split.ratings.num_rows, os.path.join(directory, name), seed)
+
+        return cls(
+            train=files(train, train, "train"),
+            validation=None if validation is None else files(validation, train, "validation"),
+            histories=user_histories(train, length),
+            test=files(test, seen, "test"),
+            test_histories=user_histories(seen, length),
+            items=train.items,
+            schema=train.schema,
+        )
+
+    def test_batches(self, batch_size: int = 4096) -> tf.data.Dataset:
+        """One pass over the test examples with their histories, `[batch_size]` feature dicts (the last
+        one partial)."""
+        return make_dataset(self.test, self.test_histories, batch_size, None, repeat=False)
 
 
 def make_dataset(

@@ -54,8 +54,8 @@ class InteractionData:
                 raise SchemaError(
                     f"{name} table has schema\n{table.schema}\nbut {self.schema.describe()} declares\n{expected}"
                 )
-        _check_known("ratings.user_id", self.ratings[USER_ID], self.users[USER_ID], "users")
-        _check_known("ratings.item_id", self.ratings[ITEM_ID], self.items[ITEM_ID], "items")
+        check_known("ratings.user_id", self.ratings[USER_ID], self.users[USER_ID], "users")
+        check_known("ratings.item_id", self.ratings[ITEM_ID], self.items[ITEM_ID], "items")
 
     def with_ratings(self, ratings: pa.Table) -> InteractionData:
         """The same users and items with a subset of the ratings (a split)."""
@@ -103,7 +103,7 @@ class InteractionData:
         }
 
 
-def _check_known(column: str, values: pa.ChunkedArray, known: pa.ChunkedArray, table: str) -> None:
+def check_known(column: str, values: pa.ChunkedArray, known: pa.ChunkedArray, table: str) -> None:
     missing = pc.filter(values, pc.invert(pc.is_in(values, value_set=known.combine_chunks())))
     if len(missing):
         raise DataError(
@@ -125,8 +125,8 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
         oldest first; ties by item id, so that the order does not depend on the
         order rows arrive in (the job reads them from many files at once).
     """
-    user_rows = _positions(ratings["user_id"], user_ids)
-    item_rows = _positions(ratings[ITEM_ID], item_ids)
+    user_rows = positions(ratings["user_id"], user_ids)
+    item_rows = positions(ratings[ITEM_ID], item_ids)
     keep = (user_rows >= 0) & (item_rows >= 0)
     user_rows, item_rows, times = user_rows[keep], item_rows[keep], ratings["timestamp"].to_numpy()[keep]
     id_rank = np.empty(len(item_ids), np.int64)
@@ -139,7 +139,7 @@ def group_by_user(ratings: pa.Table, user_ids: pa.Array, item_ids: pa.Array) -> 
 
 def item_counts(ratings: pa.Table, item_ids: pa.Array) -> np.ndarray:
     """`[len(item_ids)]` float32 number of ratings of each item (its popularity)."""
-    rows = _positions(ratings[ITEM_ID], item_ids)
+    rows = positions(ratings[ITEM_ID], item_ids)
     return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float32)
 
 
@@ -149,7 +149,7 @@ def one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
-def _positions(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
+def positions(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
     """Index of each value in `keys`, -1 where absent."""
     positions = pc.fill_null(pc.index_in(values, value_set=one_array(keys)), -1)
     return positions.to_numpy().astype(np.int64)

@@ -18,6 +18,9 @@ from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature
 
 _TIME_BUCKETS = 32
 _MAX_TEXT_TOKENS = 20_000
+# Numbers kept per feature for its quantile buckets (4 MB); beyond, a uniform sample: a bucket edge's
+# quantile is then off by 0.001 at most (standard error of a quantile, sqrt(q (1 - q) / n), <= 0.001).
+QUANTILE_SAMPLE = 2**18
 SECONDS_PER_DAY = 86_400.0
 
 
@@ -33,17 +36,48 @@ class NumericStats:
 
     @classmethod
     def fit(cls, values: np.ndarray, buckets: int) -> NumericStats:
+        summary = NumberSummary()
+        summary.add(values)
+        return summary.stats(buckets)
+
+
+class NumberSummary:
+    """Mean, spread and range of numbers given in batches (exact), and a uniform sample of at most
+    `sample_size` of them for the quantiles (all of them, so exact quantiles, up to that many)."""
+
+    def __init__(self, sample_size: int = QUANTILE_SAMPLE, seed: int = 0) -> None:
+        self._count, self._mean, self._squares = 0, 0.0, 0.0
+        self._low, self._high = np.inf, -np.inf
+        self._size, self._rng = sample_size, np.random.default_rng(seed)
+        self._sample, self._keys = np.zeros(0), np.zeros(0)
+
+    def add(self, values: np.ndarray) -> None:
         values = np.asarray(values, np.float64)
         if not len(values):
-            values = np.zeros(1)
-        edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)[1:-1])) if buckets else []
-        return cls(
-            float(values.mean()),
-            float(values.std() or 1.0),
-            float(values.min()),
-            float(values.max()),
-            list(map(float, edges)),
-        )
+            return
+        count, mean = len(values), float(values.mean())
+        # Chan et al.'s merge of two (count, mean, sum of squared deviations).
+        total = self._count + count
+        delta = mean - self._mean
+        self._squares += float(values.var()) * count + delta**2 * self._count * count / total
+        self._mean += delta * count / total
+        self._count = total
+        self._low, self._high = min(self._low, float(values.min())), max(self._high, float(values.max()))
+        # Bottom-k of uniform keys: a uniform sample without replacement of everything seen.
+        self._sample = np.concatenate([self._sample, values])
+        self._keys = np.concatenate([self._keys, self._rng.random(count)])
+        if len(self._sample) > self._size:
+            keep = np.argpartition(self._keys, self._size)[: self._size]
+            self._sample, self._keys = self._sample[keep], self._keys[keep]
+
+    def stats(self, buckets: int) -> NumericStats:
+        """The `NumericStats` of every value added (of one 0.0 if none was)."""
+        if not self._count:
+            self.add(np.zeros(1))
+        quantiles = np.linspace(0, 1, buckets + 1)[1:-1]
+        edges = np.unique(np.quantile(self._sample, quantiles)) if buckets else []
+        std = float(np.sqrt(self._squares / self._count))
+        return NumericStats(self._mean, std or 1.0, self._low, self._high, list(map(float, edges)))
 
 
 @dataclasses.dataclass
@@ -91,27 +125,65 @@ def fit_vocabulary(train) -> FeatureVocabulary:
         train: an `InteractionData` (its ratings, `users`, `items` and `schema`); numeric features are
             read per rating, a column at a time (`InteractionData.column`).
     """
-    users = _present(train.users, USER_ID, train.ratings)
-    items = _present(train.items, ITEM_ID, train.ratings)
-    timestamps = train.ratings[TIMESTAMP].to_numpy()
-    categories, numbers = {}, {}
-    for feature in train.schema.features:
-        table = users if feature.entity == "user" else items
-        if feature.kind in ("categorical", "multi_categorical"):
-            categories[feature.name] = _values(table[feature.name], feature)
-        elif feature.kind == "text":
-            categories[feature.name] = _tokens(table[feature.name])
-        else:
-            values = numeric_values(feature, train.column(feature.name).to_numpy(), timestamps)
-            numbers[feature.name] = NumericStats.fit(values, feature.buckets)
-    numbers[TIMESTAMP] = NumericStats.fit(timestamps, _TIME_BUCKETS)
-    return FeatureVocabulary(
-        user_ids=_sorted_unique(train.ratings[USER_ID]),
-        item_ids=_sorted_unique(train.ratings[ITEM_ID]),
-        categories=categories,
-        numbers=numbers,
-        rating_mean=float(train.ratings[RATING].to_numpy().mean()),
-    )
+    builder = VocabularyBuilder(train)
+    builder.add(train)
+    return builder.build()
+
+
+class VocabularyBuilder:
+    """`fit_vocabulary` over training interactions given in batches, holding the entity tables, one mark per
+    user and item, and a bounded sample of each number (`NumberSummary`), never the interactions."""
+
+    def __init__(self, tables) -> None:
+        """`tables`: an `InteractionData` with the users and items tables (its ratings are not read)."""
+        self._tables = tables
+        self._users = np.zeros(tables.users.num_rows, bool)
+        self._items = np.zeros(tables.items.num_rows, bool)
+        self._numbers = {
+            f.name: NumberSummary(seed=index)
+            for index, f in enumerate(tables.schema.features)
+            if f.kind not in ("categorical", "multi_categorical", "text")
+        }
+        self._times = NumberSummary(seed=len(tables.schema.features))
+        self._ratings, self._rating_sum = 0, 0.0
+
+    def add(self, part) -> None:
+        """Adds the ratings of `part`, an `InteractionData` over the same users and items."""
+        timestamps = part.ratings[TIMESTAMP].to_numpy()
+        for key, seen in ((USER_ID, self._users), (ITEM_ID, self._items)):
+            table = self._tables.users if key == USER_ID else self._tables.items
+            seen[pc.index_in(part.ratings[key], value_set=table[key].combine_chunks()).to_numpy()] = True
+        for feature in part.schema.features:
+            if feature.name in self._numbers:
+                values = numeric_values(feature, part.column(feature.name).to_numpy(), timestamps)
+                self._numbers[feature.name].add(values)
+        self._times.add(timestamps)
+        self._ratings += part.ratings.num_rows
+        self._rating_sum += float(part.ratings[RATING].to_numpy().astype(np.float64).sum())
+
+    def build(self) -> FeatureVocabulary:
+        users = self._tables.users.filter(pa.array(self._users))
+        items = self._tables.items.filter(pa.array(self._items))
+        categories = {}
+        for feature in self._tables.schema.features:
+            table = users if feature.entity == "user" else items
+            if feature.kind in ("categorical", "multi_categorical"):
+                categories[feature.name] = _values(table[feature.name], feature)
+            elif feature.kind == "text":
+                categories[feature.name] = _tokens(table[feature.name])
+        numbers = {
+            f.name: self._numbers[f.name].stats(f.buckets)
+            for f in self._tables.schema.features
+            if f.name in self._numbers
+        }
+        numbers[TIMESTAMP] = self._times.stats(_TIME_BUCKETS)
+        return FeatureVocabulary(
+            user_ids=sorted(users[USER_ID].to_pylist()),
+            item_ids=sorted(items[ITEM_ID].to_pylist()),
+            categories=categories,
+            numbers=numbers,
+            rating_mean=self._rating_sum / max(1, self._ratings),
+        )
 
 
 def numeric_values(feature: Feature, values: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
@@ -124,11 +196,6 @@ def numeric_values(feature: Feature, values: np.ndarray, timestamps: np.ndarray)
     if feature.kind == "timestamp":
         return (np.asarray(timestamps, np.float64) - values if feature.entity == "user" else values) / SECONDS_PER_DAY
     return np.log1p(np.maximum(values, 0.0)) if feature.log else values
-
-
-def _present(table: pa.Table, key: str, ratings: pa.Table) -> pa.Table:
-    """Rows of `table` whose id occurs in the training ratings."""
-    return table.filter(pc.is_in(table[key], value_set=pc.unique(ratings[key])))
 
 
 def _values(column: pa.ChunkedArray, feature: Feature) -> list:
@@ -145,7 +212,3 @@ def _tokens(column: pa.ChunkedArray) -> list[str]:
     text = tf.keras.layers.TextVectorization(max_tokens=_MAX_TEXT_TOKENS)
     text.adapt(pc.unique(column).to_numpy(zero_copy_only=False).astype(object))
     return [t for t in text.get_vocabulary() if t not in ("", "[UNK]")]
-
-
-def _sorted_unique(column) -> list[str]:
-    return sorted(pc.unique(column).to_pylist())
