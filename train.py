@@ -28,6 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-path", help="GroupLens directory or .zip, or directory of Parquet tables")
     parser.add_argument("--schema", help="feature schema of the tables: movielens, shop, ids or a .json file")
     parser.add_argument("--split", choices=SPLITS)
+    parser.add_argument(
+        "--out-of-core",
+        action="store_true",
+        default=None,
+        help="Parquet only: stream the interactions in batches, never whole (data larger than memory)",
+    )
     parser.add_argument("--epochs", type=int, help="epochs for every model")
     parser.add_argument("--batch-size", type=int, help="global batch size for every model")
     parser.add_argument("--learning-rate", type=float, help="learning rate for every model")
@@ -49,6 +55,7 @@ def build_config(args: argparse.Namespace):
         "data.path": args.data_path,
         "data.schema": args.schema,
         "data.split": args.split,
+        "data.out_of_core": args.out_of_core,
         "training.output_dir": args.output_dir,
         "training.strategy": args.strategy,
         "training.tpu": args.tpu,

@@ -30,12 +30,12 @@ from common import EpochTimer  # noqa: E402
 
 from recsys_core.config import experiment  # noqa: E402
 from recsys_core.data.grouplens import read_grouplens  # noqa: E402
-from recsys_core.data.pipeline import make_dataset, steps_per_epoch  # noqa: E402
+from recsys_core.data.pipeline import ModelInputs, make_dataset, steps_per_epoch  # noqa: E402
 from recsys_core.data.splits import random_split  # noqa: E402
 from recsys_core.distribute import dtype_policy  # noqa: E402
 from recsys_core.features.vocabulary import fit_vocabulary  # noqa: E402
 from recsys_core.models.builders import build_model, build_optimizer  # noqa: E402
-from recsys_core.training import ModelInputs, evaluate, float32_copy  # noqa: E402
+from recsys_core.training import evaluate, float32_copy  # noqa: E402
 
 SETTINGS = ("float32", "mixed_bfloat16", "xla")
 

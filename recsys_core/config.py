@@ -36,6 +36,12 @@ class DataConfig:
     # and every choice made after training; the test split is read once, at the end.
     validation_fraction: float = 0.1
     seed: int = 42
+    # Parquet tables only: stream `interactions` in batches, never holding them whole (for data larger
+    # than memory). Rows are split by a seeded hash of their position (random) or by time cuts from a
+    # sample (temporal), and the offline protocol scores the users of a sample of at most
+    # `protocol_ratings` ratings (`recsys_core/data/streaming.py`).
+    out_of_core: bool = False
+    protocol_ratings: int = 1_000_000
     synthetic_users: int = 2_000
     synthetic_items: int = 500
     synthetic_interactions_per_user: int = 40
@@ -195,6 +201,10 @@ class ExperimentConfig:
             raise ValueError("training.models is empty: name at least one of " + ", ".join(MODEL_NAMES))
         if not self.retrieval.tower_layers:
             raise ValueError("retrieval.tower_layers is empty: the towers need at least one layer (the embedding size)")
+        if self.data.out_of_core and self.data.source != "parquet":
+            raise ValueError(f"data.out_of_core streams Parquet tables; data.source is {self.data.source!r}")
+        if self.data.protocol_ratings < 1:
+            raise ValueError(f"data.protocol_ratings must be positive, got {self.data.protocol_ratings}")
         for key in ("test_fraction", "validation_fraction"):
             if not 0.0 < getattr(self.data, key) < 1.0:
                 raise ValueError(f"data.{key} must be in (0, 1), got {getattr(self.data, key)}")

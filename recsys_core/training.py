@@ -16,18 +16,13 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import bundle, evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
-from recsys_core.data import DataError, InteractionData, load_data
-from recsys_core.data.pipeline import (
-    ExampleFiles,
-    example_chunks,
-    make_dataset,
-    steps_per_epoch,
-    user_histories,
-)
-from recsys_core.data.splits import split
+from recsys_core.data import DataError, load_data, prepared, resolve_schema, streaming
+from recsys_core.data.parquet_source import open_parquet_tables
+from recsys_core.data.pipeline import ModelInputs, make_dataset, steps_per_epoch
+from recsys_core.data.prepared import Phase, PreparedSplits
 from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_cpu
 from recsys_core.features.arrays import feature_arrays, item_inputs
-from recsys_core.features.vocabulary import FeatureVocabulary, fit_vocabulary
+from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.fingerprint import json_sha256
 from recsys_core.models.builders import build_model, build_optimizer
 from recsys_core.registry import RATING_MODELS, TOWER_MODELS
@@ -43,68 +38,6 @@ class TrainedModel:
     model: tfrs.Model
     history: dict[str, list[float]]
     metrics: dict[str, float]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelInputs:
-    """What a model trains on, is stopped by and is tested on.
-
-    Attributes:
-        train: files of the `example_arrays` the model fits (training reads them through tf.data).
-        validation: those of the examples that stop it early, or None (refit: fixed epochs).
-        histories: `[users, n]` history ids (`user_histories`) of the users of `train` and `validation`.
-        test, test_histories: files of the test examples, with histories from the whole training split
-            (`test_batches` reads them).
-        items: the item catalogue.
-        schema: the feature schema of the users and items tables.
-    """
-
-    train: ExampleFiles
-    validation: ExampleFiles | None
-    histories: np.ndarray
-    test: ExampleFiles
-    test_histories: np.ndarray
-    items: pa.Table
-    schema: FeatureSchema
-
-    @classmethod
-    def build(
-        cls,
-        train: InteractionData,
-        validation: InteractionData | None,
-        test: InteractionData,
-        length: int,
-        directory: str,
-        seed: int = 0,
-    ):
-        """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
-
-        The training and validation examples are written to files under `directory` (any
-        `tf.io.gfile` location), a chunk of ratings at a time, rows shuffled with `seed`. Test
-        histories come from `train` plus `validation`: every interaction before the test split.
-        """
-        seen = (
-            train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
-        )
-
-        def files(split: InteractionData, before: InteractionData, name: str) -> ExampleFiles:
-            chunks = example_chunks(split, before)
-            return ExampleFiles.write(chunks, split.ratings.num_rows, os.path.join(directory, name), seed)
-
-        return cls(
-            train=files(train, train, "train"),
-            validation=None if validation is None else files(validation, train, "validation"),
-            histories=user_histories(train, length),
-            test=files(test, seen, "test"),
-            test_histories=user_histories(seen, length),
-            items=train.items,
-            schema=train.schema,
-        )
-
-    def test_batches(self, batch_size: int = 4096) -> tf.data.Dataset:
-        """One pass over the test examples with their histories, `[batch_size]` feature dicts (the last
-        one partial)."""
-        return make_dataset(self.test, self.test_histories, batch_size, None, repeat=False)
 
 
 def run_experiment(config: ExperimentConfig) -> str | None:
@@ -132,72 +65,82 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     strategy = make_strategy(config.training.strategy, config.training.tpu)
     tf.keras.utils.set_random_seed(config.training.seed)
 
-    data = load_data(config.data)
-    if not data.schema.rating and set(config.training.models) & set(RATING_MODELS):
+    schema = resolve_schema(config.data)
+    if not schema.rating and set(config.training.models) & set(RATING_MODELS):
         raise DataError(
-            f"{data.schema.describe()} declares no ratings (implicit feedback), so rating models cannot be "
+            f"{schema.describe()} declares no ratings (implicit feedback), so rating models cannot be "
             "trained; use --models retrieval or add a rating column"
         )
-    train, test = split(data, config.data.split, config.data.test_fraction, config.data.seed)
-    fit, validation = split(train, config.data.split, config.data.validation_fraction, config.data.seed)
     length = config.retrieval.history_length
-    log.info(
-        "%d fitting, %d validation and %d test ratings; %d replicas",
-        fit.ratings.num_rows,
-        validation.ratings.num_rows,
-        test.ratings.num_rows,
-        strategy.num_replicas_in_sync,
-    )
-
     chief = is_chief(strategy)
     version = bundle.new_version()
     root = bundle.absolute(config.training.output_dir)
     if chief:
         bundle.remove_incomplete(root)
-    staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
-    resume = _resume_directory(root, config, data.lineage)
     examples, seed = _examples_directory(config.training.examples_dir, version), config.training.seed
     log.info("example files: %s", examples)
+    try:
+        if config.data.out_of_core:
+            tables = open_parquet_tables(config.data.path, schema)
+            splits = streaming.prepare(tables, config.data, length, examples, seed, config.training.refit)
+        else:
+            splits = prepared.in_memory(load_data(config.data, schema), config.data, length, examples, seed)
+        log.info(
+            "%d fitting, %d validation and %d test ratings; %d replicas",
+            splits.rows["fit"],
+            splits.rows["validation"],
+            splits.rows["test"],
+            strategy.num_replicas_in_sync,
+        )
+        return _train_and_export(config, strategy, splits, root, version)
+    finally:
+        bundle.remove(examples)
+
+
+def _train_and_export(
+    config: ExperimentConfig, strategy: tf.distribute.Strategy, splits: PreparedSplits, root: str, version: str
+) -> str | None:
+    """Fits, selects, refits, evaluates and publishes (see `run_experiment`)."""
+    chief = is_chief(strategy)
+    staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
+    resume = _resume_directory(root, config, splits.lineage)
+    protocol_data = splits.protocol
     manifest = {
         "bundle_version": version,
         "models": list(config.training.models),
         "config": config.to_dict(),
-        "data_lineage": data.lineage,
-        "split": {
-            "kind": config.data.split,
-            "fit": fit.ratings.num_rows,
-            "validation": validation.ratings.num_rows,
-            "test": test.ratings.num_rows,
-            "refit_on_train": config.training.refit,
-        },
-        "query_policy": {"history_length": length, "query_time": "last_interaction"},
+        "data_lineage": splits.lineage,
+        "split": {"kind": config.data.split, **splits.rows, "refit_on_train": config.training.refit},
+        "query_policy": {"history_length": config.retrieval.history_length, "query_time": "last_interaction"},
         "index_k": config.training.index_k,
         "num_replicas": strategy.num_replicas_in_sync,
     }
+    if splits.sample:
+        manifest["protocol_sample"] = splits.sample
     towers = any(name in TOWER_MODELS for name in config.training.models)
     try:
-        vocab = fit_vocabulary(fit)
-        inputs = ModelInputs.build(fit, validation, test, length, os.path.join(examples, "fit"), seed)
+        phase = splits.phase("fit")
         trained = {
-            name: fit_model(name, config, vocab, strategy, inputs, staging, resume_dir=resume)
+            name: fit_model(name, config, phase.vocabulary, strategy, phase.inputs, staging, resume_dir=resume)
             for name in config.training.models
         }
-        _write_plots(trained, next(iter(inputs.test_batches())), os.path.join(staging, bundle.PLOTS))
+        _write_plots(trained, next(iter(phase.inputs.test_batches())), os.path.join(staging, bundle.PLOTS))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
-        _export(selection_bundle, trained, fit, vocab, {**manifest, "metrics": {}})
+        _export(selection_bundle, trained, phase, {**manifest, "metrics": {}})
         if chief and towers:
-            manifest["reranking"] = protocol.select(selection_bundle, config, fit, validation)
+            manifest["reranking"] = protocol.select(
+                selection_bundle, config, protocol_data["fit"], protocol_data["validation"]
+            )
         if config.training.refit:
             bundle.remove(selection_bundle)
-            vocab = fit_vocabulary(train)
-            inputs = ModelInputs.build(train, None, test, length, os.path.join(examples, "refit"), seed)
+            phase = splits.phase("train")
             trained = {
                 name: fit_model(
                     name,
                     config,
-                    vocab,
+                    phase.vocabulary,
                     strategy,
-                    inputs,
+                    phase.inputs,
                     staging,
                     epochs=result.metrics["best_epoch"],
                     resume_dir=resume,
@@ -205,11 +148,12 @@ def run_experiment(config: ExperimentConfig) -> str | None:
                 for name, result in trained.items()
             }
         for name, result in trained.items():
-            result.metrics.update(evaluate(name, result.model, config, vocab, inputs))
+            result.metrics.update(evaluate(name, result.model, config, phase.vocabulary, phase.inputs))
         manifest["metrics"] = {name: result.metrics for name, result in trained.items()}
-        manifest["vocabulary_sizes"] = vocab.sizes()
-        _export(staging, trained, train, vocab, manifest)
+        manifest["vocabulary_sizes"] = phase.vocabulary.sizes()
+        _export(staging, trained, phase, manifest)
         if chief:
+            train, test = protocol_data["train"], protocol_data["test"]
             manifest["metrics"]["baselines"] = protocol.rating_baselines(train, test)
             if towers:
                 manifest["metrics"]["lists"] = protocol.lists_on_test(
@@ -219,8 +163,6 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     except BaseException:
         bundle.remove(staging)
         raise
-    finally:
-        bundle.remove(examples)
     if not chief:
         bundle.remove(staging)
         return None
@@ -253,14 +195,13 @@ def _write_plots(trained: dict[str, TrainedModel], test_batch: dict[str, tf.Tens
             bundle.write_bytes(os.path.join(directory, f"{name}_interactions.png"), png)
 
 
-def _export(
-    directory: str, trained: dict[str, TrainedModel], data: InteractionData, vocab: FeatureVocabulary, manifest: dict
-) -> None:
-    item_embeddings, item_ids = _item_index(trained, data.items, data.schema)
+def _export(directory: str, trained: dict[str, TrainedModel], phase: Phase, manifest: dict) -> None:
+    items, schema = phase.inputs.items, phase.inputs.schema
+    item_embeddings, item_ids = _item_index(trained, items, schema)
     models = {name: result.model for name, result in trained.items()}
-    module, signatures = export.build_signatures(models, data.schema, item_embeddings, item_ids, manifest["index_k"])
-    bundle.write_text(os.path.join(directory, bundle.VOCABULARY), vocab.to_json())
-    bundle.save(directory, module, signatures, data.schema, manifest)
+    module, signatures = export.build_signatures(models, schema, item_embeddings, item_ids, manifest["index_k"])
+    bundle.write_text(os.path.join(directory, bundle.VOCABULARY), phase.vocabulary.to_json())
+    bundle.save(directory, module, signatures, schema, manifest)
 
 
 def fit_model(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -42,6 +44,31 @@ def tiny_data():
     return synthetic_interactions(num_users=200, num_items=80, interactions_per_user=15, seed=3)
 
 
+_PEAK_MEMORY = """
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # this process's peak resident memory := its resident memory now
+
+
+def peak_bytes():
+    with open("/proc/self/status") as handle:
+        return int(next(line for line in handle if line.startswith("VmHWM")).split()[1]) * 1024
+
+
+"""
+
+
+def run_measured(script: str, *args) -> list[int]:
+    """Runs `script` in a fresh Python, which may call `reset_peak()` and `peak_bytes()`; returns the integers
+    it prints. (The peak is the process's own, VmHWM: `ru_maxrss` would start at the pytest process's
+    resident memory, which a forked child inherits through exec, and hide any smaller peak.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY + script, *map(str, args)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [int(value) for value in done.stdout.split()]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -54,9 +81,10 @@ def tiny_trained(tiny_data, tmp_path_factory):
     import tensorflow as tf
 
     from recsys_core.config import MODEL_NAMES, experiment
+    from recsys_core.data.pipeline import ModelInputs
     from recsys_core.data.splits import random_split
     from recsys_core.features.vocabulary import fit_vocabulary
-    from recsys_core.training import ModelInputs, evaluate, fit_model
+    from recsys_core.training import evaluate, fit_model
 
     config = experiment("smoke")
     config.training.verbose = 0

@@ -1,9 +1,7 @@
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_measured
 
 from recsys_core.data.example_files import (
     ExampleFileWriter,
@@ -116,7 +114,7 @@ def test_examples_in_chunks_are_the_examples_whole(ml100k_split):
 
 
 _WRITE = """
-import resource, sys
+import sys
 import numpy as np
 import recsys_core
 from recsys_core.data.example_files import ExampleFileWriter
@@ -125,16 +123,16 @@ with ExampleFileWriter(sys.argv[1], rows) as writer:
     for start in range(0, rows, chunk):
         size = min(chunk, rows - start)
         writer.write({"x": np.arange(start, start + size), "features": rng.random((size, 32), dtype=np.float32)})
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(peak_bytes())
 """
 _READ = """
-import resource, sys
+import sys
 import recsys_core
 from recsys_core.data.example_files import example_dataset, example_files
 seen = 0
 for batch in example_dataset(example_files(sys.argv[1]), 4096, shuffle_seed=1).take(int(sys.argv[2]) // 4096):
     seen += len(batch["x"])
-print(seen, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(seen, peak_bytes())
 """
 
 
@@ -146,9 +144,7 @@ def test_writing_and_reading_ten_times_the_examples_takes_no_more_memory(tmp_pat
     for rows in (250_000, 2_500_000):
         directory = str(tmp_path / str(rows))
         for step, script in (("write", _WRITE), ("read", _READ)):
-            done = subprocess.run([sys.executable, "-c", script, directory, str(rows)], capture_output=True, text=True)
-            assert done.returncode == 0, done.stderr[-2000:]
-            *seen, peaks[step, rows] = map(int, done.stdout.split())
+            *seen, peaks[step, rows] = run_measured(script, directory, rows)
         assert seen == [rows // 4096 * 4096]
     for step in ("write", "read"):  # holding the 9x more rows would take 290 MB
         assert peaks[step, 2_500_000] - peaks[step, 250_000] < 32 * 2**20, peaks

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SPLITS
+from conftest import SPLITS, run_measured
 
 from recsys_core.data.splits import random_split, temporal_split
 
@@ -43,7 +43,6 @@ def test_temporal_split_puts_the_latest_ratings_in_test(ml100k):
 
 
 _LARGE_SPLIT = """
-import resource
 import numpy as np, pyarrow as pa, pyarrow.compute as pc
 import recsys_core
 from recsys_core.data.splits import random_split
@@ -56,24 +55,20 @@ ratings = pa.table({
     "rating": pa.array(np.ones(rows, np.float32)), "timestamp": pa.array(np.arange(rows, dtype=np.int64)),
 })
 data = InteractionData(ratings, pa.table({"user_id": users}), pa.table({"item_id": items}), load_schema("ids"), {})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reset_peak()
+before = peak_bytes()
 train, test = random_split(data, 0.2, 7)
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+grown = peak_bytes() - before
 again, _ = random_split(data, 0.2, 7)
 times = np.sort(np.concatenate([train.ratings["timestamp"].to_numpy(), test.ratings["timestamp"].to_numpy()]))
 print(train.ratings.num_rows, test.ratings.num_rows, int(again.ratings.equals(train.ratings)),
-      int((times == np.arange(rows)).all()), grown * 1024)
+      int((times == np.arange(rows)).all()), grown)
 """
 
 
 def test_a_random_split_of_millions_of_ratings_costs_little_memory():
     """3M ratings: the split partitions them, 80/20, reproducibly, and its peak memory is that of the split
     tables (the tutorials' `tf.data` shuffle, kept for up to 2M ratings, would hold ~700 MB of buffer)."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", _LARGE_SPLIT], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    train, test, reproducible, partition, grown = map(int, done.stdout.split())
+    train, test, reproducible, partition, grown = run_measured(_LARGE_SPLIT)
     assert (train, test, reproducible, partition) == (2_400_000, 600_000, 1, 1)
     assert grown < 250 * 2**20, grown
