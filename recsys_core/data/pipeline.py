@@ -85,10 +85,13 @@ def user_histories(train: InteractionData, length: int) -> np.ndarray:
 
 
 class HistoryBuilder:
-    """`user_histories` over ratings given in batches, holding at most `length` ratings per user.
+    """`user_histories` over ratings given in batches, holding at most `length` ratings per user (and as many
+    again, or `COMPACT_ROWS`, waiting to be merged in).
 
     Order as `group_by_user`'s: by time, ties by item id; the most recent `length` are kept.
     """
+
+    COMPACT_ROWS = 1 << 20
 
     def __init__(self, tables: InteractionData, length: int) -> None:
         """`tables`: the users and items (its ratings are not read)."""
@@ -97,24 +100,35 @@ class HistoryBuilder:
         self._length = length
         self._id_rank = np.empty(len(self._item_ids), np.int64)
         self._id_rank[pc.sort_indices(self._item_ids).to_numpy()] = np.arange(len(self._item_ids))
-        self._users, self._times, self._items = (np.zeros(0, np.int64) for _ in range(3))
+        # Users, times and items (rows of the tables) of each user's last `length`, by user.
+        self._kept = [np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32)]
+        self._waiting, self._waiting_rows = [], 0
 
     def add(self, ratings: pa.Table) -> None:
         users, items = positions(ratings[USER_ID], self._user_ids), positions(ratings[ITEM_ID], self._item_ids)
         known = (users >= 0) & (items >= 0)  # as `group_by_user`, ratings of other users or items are skipped
-        users = np.concatenate([self._users, users[known]])
-        times = np.concatenate([self._times, ratings[TIMESTAMP].to_numpy()[known]])
-        items = np.concatenate([self._items, items[known]])
+        times = ratings[TIMESTAMP].to_numpy()[known]
+        self._waiting.append((users[known].astype(np.int32), times, items[known].astype(np.int32)))
+        self._waiting_rows += int(known.sum())
+        if self._waiting_rows >= max(len(self._kept[0]), self.COMPACT_ROWS):  # merging costs O(kept) each time
+            self._merge()
+
+    def _merge(self) -> None:
+        users, times, items = (np.concatenate([kept, *parts]) for kept, *parts in zip(self._kept, *self._waiting))
         order = np.lexsort((self._id_rank[items], times, users))
         users, times, items = users[order], times[order], items[order]
         # Keep each user's last `length`: those fewer than `length` places from the end of the user's run.
-        ends = np.searchsorted(users, users, side="right")
+        starts = np.flatnonzero(np.diff(users, prepend=-1))
+        ends = np.repeat(np.append(starts[1:], len(users)), np.diff(np.append(starts, len(users))))
         keep = ends - np.arange(len(users)) <= self._length
-        self._users, self._times, self._items = users[keep], times[keep], items[keep]
+        self._kept = [users[keep], times[keep], items[keep]]
+        self._waiting, self._waiting_rows = [], 0
 
     def matrix(self) -> np.ndarray:
-        bounds = np.searchsorted(self._users, np.arange(len(self._user_ids) + 1))
-        seen = [self._items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self._merge()
+        users, _, items = self._kept
+        bounds = np.searchsorted(users, np.arange(len(self._user_ids) + 1))
+        seen = [items[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         return history_matrix(seen, string_bytes(self._item_ids), self._length)
 
 

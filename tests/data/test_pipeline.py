@@ -160,3 +160,24 @@ def _columns(path: str) -> dict[str, np.ndarray]:
 def _rows(paths: list[str], name: str) -> list:
     """Every value of column `name` in the example files `paths`."""
     return [v for path in paths for v in _columns(path)[name].tolist()]
+
+
+def test_histories_built_batch_by_batch_are_those_of_the_whole_split(ml100k_split, monkeypatch):
+    """Merged every 5 000 ratings from batches of 3 333, each user's last items are those `group_by_user`
+    finds in the whole split (time order, ties by item id)."""
+    import pyarrow as pa
+
+    from recsys_core.data.pipeline import HistoryBuilder
+    from recsys_core.data.tables import group_by_user
+    from recsys_core.features.arrays import string_bytes
+    from recsys_core.features.history import history_matrix
+
+    train, _ = ml100k_split
+    monkeypatch.setattr(HistoryBuilder, "COMPACT_ROWS", 5_000)
+    seen, _ = group_by_user(train.ratings, train.users["user_id"], train.items["item_id"])
+    for length in (1, 5, 100):
+        builder = HistoryBuilder(train, length)
+        for batch in train.ratings.to_batches(max_chunksize=3_333):
+            builder.add(pa.Table.from_batches([batch]))
+        expected = history_matrix(seen, string_bytes(train.items["item_id"]), length)
+        np.testing.assert_array_equal(builder.matrix(), expected)
