@@ -50,6 +50,10 @@ def run_experiment(config: ExperimentConfig) -> str | None:
        whole training split for its best number of epochs.
     3. The test split is scored once, at the end, with the final models.
 
+    The splits come from tables in memory (`prepared.in_memory`) or, with
+    `data.out_of_core`, from Parquet files streamed without holding the interactions
+    (`streaming.prepare`); either way the fits read example files.
+
     The bundle is assembled in a hidden staging directory and published when
     complete (`bundle.publish`): readers never see a partial bundle. The output
     directory may be on any `tf.io.gfile` file system (local, gs://, ram://).

@@ -2,7 +2,8 @@
 
 Every source yields `InteractionData` (see `tables.py`) whose users and items
 tables follow a feature schema (`recsys_core/schema.py`); `load_data` picks one
-from a `DataConfig`.
+from a `DataConfig`. A run's splits are prepared from it (`prepared.py`), or,
+for Parquet data larger than memory, streamed from the files (`streaming.py`).
 """
 
 from __future__ import annotations
