@@ -13,8 +13,8 @@ input pipeline. Prints a JSON line per strategy, then a table of the
 test figures (the job's retrieval recall@100 from the bundle, RMSE per rating model), their
 differences from `default`, and training examples/s per model. With several `--seeds` (`training.seed`:
 initialisation and shuffling; the split stays the same), each strategy runs once per seed and the table
-shows means over seeds, with the standard error of each difference from `default`: one seed cannot
-separate a strategy's effect from the spread between seeds.
+shows means over seeds, with the standard error of each difference from `default` (paired by seed): one
+seed cannot separate a strategy's effect from the spread between seeds.
 """
 
 from __future__ import annotations
@@ -115,10 +115,9 @@ def main() -> None:
             if base and strategy != "default":
                 reference = [f[name] for f in base]
                 delta = statistics.fmean(values) - statistics.fmean(reference)
-                if len(seeds) > 1:
-                    error = (
-                        statistics.variance(values) / len(values) + statistics.variance(reference) / len(reference)
-                    ) ** 0.5
+                if len(seeds) > 1:  # paired by seed: each seed ran under both strategies
+                    differences = [v - r for v, r in zip(values, reference, strict=True)]
+                    error = statistics.stdev(differences) / len(differences) ** 0.5
             within &= abs(delta) <= TOLERANCE.get(strategy, 0.0) or strategy == "default"
             cells.append(f"{statistics.fmean(values):>12.4f} ({delta:+.4f} ± {error:.4f})")
         bound = "-" if strategy == "default" else f"{'yes' if within else 'NO'} (±{TOLERANCE[strategy]})"
