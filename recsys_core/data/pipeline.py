@@ -91,7 +91,7 @@ class HistoryBuilder:
     Order as `group_by_user`'s: by time, ties by item id; the most recent `length` are kept.
     """
 
-    COMPACT_ROWS = 1 << 20
+    COMPACT_ROWS = 1 << 18
 
     def __init__(self, tables: InteractionData, length: int) -> None:
         """`tables`: the users and items (its ratings are not read)."""

@@ -204,7 +204,7 @@ print(total, peak_bytes() - before)
 def test_streaming_ten_times_the_interactions_takes_no_more_memory(tmp_path):
     """300 000 and 3 000 000 ratings (5 000 and 15 000 users) in files of 60 000: preparing every split
     grows the process's peak by about the same 90 MB (reader, writers, samples; 5-10 MB more at 10x),
-    where reading the ratings whole grows it by 35-40 MB and by 137 MB."""
+    where reading the ratings whole grows it by 35-40 MB and by 127-137 MB."""
     growth = {}
     for users, per_user in ((5_000, 60), (15_000, 200)):
         root = str(tmp_path / str(users))
