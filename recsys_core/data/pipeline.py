@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core.data.example_files import ExampleFileWriter, example_dataset
-from recsys_core.data.tables import InteractionData, item_counts, positions
+from recsys_core.data.tables import InteractionData, item_counts, joined, positions
 from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
 from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
@@ -198,9 +198,7 @@ class ModelInputs:
         `tf.io.gfile` location), a chunk of ratings at a time, rows shuffled with `seed`. Test
         histories come from `train` plus `validation`: every interaction before the test split.
         """
-        seen = (
-            train if validation is None else train.with_ratings(pa.concat_tables([train.ratings, validation.ratings]))
-        )
+        seen = train if validation is None else joined([train, validation])
 
         def files(split: InteractionData, before: InteractionData, name: str) -> ExampleFiles:
             chunks = example_chunks(split, before)

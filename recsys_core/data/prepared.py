@@ -14,8 +14,6 @@ import dataclasses
 import os
 from collections.abc import Callable
 
-import pyarrow as pa
-
 from recsys_core.config import DataConfig
 from recsys_core.data.pipeline import ModelInputs
 from recsys_core.data.splits import split
@@ -89,8 +87,3 @@ def in_memory(data: InteractionData, config: DataConfig, length: int, directory:
         lineage=data.lineage,
         make_phase=make_phase,
     )
-
-
-def joined(parts: list[InteractionData]) -> InteractionData:
-    """The ratings of `parts` (splits of one data set) as one."""
-    return parts[0].with_ratings(pa.concat_tables([part.ratings for part in parts]))

@@ -31,8 +31,8 @@ from recsys_core.config import DataConfig
 from recsys_core.data.example_files import ExampleFileWriter
 from recsys_core.data.parquet_source import ParquetTables
 from recsys_core.data.pipeline import ExampleFiles, ExampleMaker, HistoryBuilder, ModelInputs
-from recsys_core.data.prepared import PHASES, Phase, PreparedSplits, joined
-from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, item_counts, positions
+from recsys_core.data.prepared import PHASES, Phase, PreparedSplits
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, item_counts, joined, positions
 from recsys_core.features.vocabulary import VocabularyBuilder
 from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID
 

@@ -103,6 +103,11 @@ class InteractionData:
         }
 
 
+def joined(parts: list[InteractionData]) -> InteractionData:
+    """The ratings of `parts` (splits of one data set) as one."""
+    return parts[0].with_ratings(pa.concat_tables([part.ratings for part in parts]))
+
+
 def check_known(column: str, values: pa.ChunkedArray, known: pa.ChunkedArray, table: str) -> None:
     missing = pc.filter(values, pc.invert(pc.is_in(values, value_set=known.combine_chunks())))
     if len(missing):

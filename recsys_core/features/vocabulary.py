@@ -34,12 +34,6 @@ class NumericStats:
     high: float
     boundaries: list[float]
 
-    @classmethod
-    def fit(cls, values: np.ndarray, buckets: int) -> NumericStats:
-        summary = NumberSummary()
-        summary.add(values)
-        return summary.stats(buckets)
-
 
 class NumberSummary:
     """Mean, spread and range of numbers given in batches (exact), and a uniform sample of at most

@@ -13,9 +13,8 @@ from recsys_core.config import DataConfig
 from recsys_core.data import streaming
 from recsys_core.data.parquet_source import open_parquet_tables, read_parquet_tables
 from recsys_core.data.pipeline import ModelInputs, make_dataset
-from recsys_core.data.prepared import joined
 from recsys_core.data.streaming import FIT, TEST, VALIDATION, RowSplit
-from recsys_core.data.tables import DataError
+from recsys_core.data.tables import DataError, joined
 from recsys_core.features.vocabulary import fit_vocabulary
 from recsys_core.schema import load_schema
 
