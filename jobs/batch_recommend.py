@@ -113,7 +113,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     grouped = (users, checked[INTERACTIONS]["rows"]) | "GroupUsers" >> BuildUserBlocks(
         rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index, spill
     )
-    popularity = checked[INTERACTIONS]["rows"] | "Popularity" >> Popularity(index)
+    popularity = checked[INTERACTIONS]["rows"] | "Popularity" >> Popularity(index, settings.popularity_window_days)
     scored = grouped["blocks"] | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index, popularity)
     scored[outputs.RECOMMENDATIONS] | "DistinctItems" >> CountDistinctItems()
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
@@ -242,6 +242,7 @@ def _output_parameters(settings: JobSettings) -> dict:
         "reranker": settings.reranker,
         "blend_weight": settings.blend_weight,
         "popularity_weight": settings.popularity_weight,
+        "popularity_window_days": settings.popularity_window_days,
         "similar_k": settings.similar_k,
         "block_size": settings.block_size,
         "max_seen_per_block": settings.max_seen_per_block,

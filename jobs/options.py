@@ -14,6 +14,8 @@ from jobs.gate import Gate, parse_metric_floors
 from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
+from recsys_core.data.tables import ALL_TIME
+from recsys_core.list_features import LIST_RANKER
 from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
 
@@ -37,7 +39,9 @@ class RecommendOptions(PipelineOptions):
         option("top_k", type=int, default=100, help="retrieval depth")
         option("final_k", type=int, default=20, help="rows per user")
         parser.add_argument(
-            "--reranker", default="auto", help="auto (the bundle's choice), ranking, dlrm, dcn, multitask or none"
+            "--reranker",
+            default="auto",
+            help="auto (the bundle's choice), list (the list ranker), ranking, dlrm, dcn, multitask or none",
         )
         option(
             "blend_weight",
@@ -48,6 +52,12 @@ class RecommendOptions(PipelineOptions):
             "popularity_weight",
             type=float,
             help="weight of the items' popularity in the final order, >= 0 (default: the bundle's choice)",
+        )
+        option(
+            "popularity_window_days",
+            type=float,
+            help="popularity (the fallback's order and the prior) counts the interactions of the last N days up "
+            "to the newest one, ties broken by all-time counts; 0 counts all time (default: the bundle's choice)",
         )
         option("block_size", type=int, default=1024)
         option(
@@ -152,6 +162,7 @@ class JobSettings:
     reranker: str
     blend_weight: float
     popularity_weight: float
+    popularity_window_days: float
     block_size: int
     max_seen_per_block: int
     max_bad_share: float
@@ -214,6 +225,11 @@ def validate(options: RecommendOptions) -> JobSettings:
     reranker, blend_weight, popularity_weight = _reranking(
         manifest, args.reranker, args.blend_weight, args.popularity_weight
     )
+    window = args.popularity_window_days
+    if window is None:
+        window = manifest.get("reranking", {}).get("popularity_window_days", ALL_TIME)
+    if window < 0:
+        raise ValueError(f"--popularity-window-days must be at least 0 (0: all time), got {window}")
     data = dataclasses.replace(
         _training_data(manifest),
         **{
@@ -234,6 +250,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         reranker=reranker,
         blend_weight=blend_weight,
         popularity_weight=popularity_weight,
+        popularity_window_days=float(window),
         block_size=args.block_size,
         max_seen_per_block=args.max_seen_per_block,
         max_bad_share=args.max_bad_share,
@@ -265,7 +282,7 @@ def _reranking(
     chosen = manifest.get("reranking", {})
     if reranker == "auto":
         reranker = chosen.get("reranker", "none")
-    rerankers = [name for name in RATING_MODELS if name in manifest["signatures"]]
+    rerankers = [name for name in (*RATING_MODELS, LIST_RANKER) if name in manifest["signatures"]]
     if reranker != "none" and reranker not in rerankers:
         raise ValueError(
             f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"

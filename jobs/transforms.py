@@ -29,6 +29,7 @@ from apache_beam.utils.shared import Shared
 
 from jobs.sources import JobInputs
 from recsys_core import outputs
+from recsys_core.data.tables import ALL_TIME, newest_time, trending, window_start
 from recsys_core.faults import fault_point
 from recsys_core.recommend import (
     BundleScorer,
@@ -39,7 +40,7 @@ from recsys_core.recommend import (
     similar_items,
     user_blocks,
 )
-from recsys_core.schema import ITEM_ID, USER_ID
+from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID
 from recsys_core.validation import (
     INTERACTIONS,
     ITEMS,
@@ -230,9 +231,16 @@ class _BuildBlocksFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD, dead)
 
 
-def _item_counts(rows: pa.Table) -> tuple[list, list]:
+def _item_counts(rows: pa.Table, since: int | None = None) -> tuple[list, list]:
+    """Sparse `(item ids, counts)` of the interactions in `rows` (only those after `since`, when given)."""
+    if since is not None:
+        rows = rows.filter(pc.greater(rows[TIMESTAMP], since))
     counts = pc.value_counts(rows[ITEM_ID].combine_chunks())
     return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+
+
+def _latest(times) -> int | None:
+    return max((t for t in times if t is not None), default=None)
 
 
 class _SumCounts(beam.CombineFn):
@@ -261,21 +269,34 @@ def _dense(totals: dict, index: ItemIndex) -> np.ndarray:
 
 
 class Popularity(beam.PTransform):
-    """Checked interactions -> `[items]` interactions per catalogue item (the fallback's order), one element.
+    """Checked interactions -> `[items]` popularity per catalogue item (the fallback's order), one element.
 
-    It counts every interaction that passed the row checks, before grouping, so
-    that scoring does not wait for all users to be grouped (and the groups need
-    not be held anywhere): a duplicate event or an interaction of a user unknown
-    to the users table still counts towards its item's popularity.
+    `tables.item_popularity` over the job's rows: with a window of `window_days`,
+    the interactions of the last `window_days` days up to the newest checked one
+    (ties broken by all-time counts), else all of them. It counts every
+    interaction that passed the row checks, before grouping, so that scoring does
+    not wait for all users to be grouped (and the groups need not be held
+    anywhere): a duplicate event or an interaction of a user unknown to the users
+    table still counts towards its item's popularity.
     """
 
-    def __init__(self, index) -> None:
+    def __init__(self, index, window_days: float = ALL_TIME) -> None:
         super().__init__()
-        self._index = index
+        self._index, self._window_days = index, window_days
+
+    def _counts(self, interactions, label: str, since=None):
+        counts = interactions | f"Count{label}" >> beam.Map(_item_counts, since=since)
+        totals = counts | f"Sum{label}" >> beam.CombineGlobally(_SumCounts())
+        return totals | f"Dense{label}" >> beam.Map(_dense, index=beam.pvalue.AsSingleton(self._index))
 
     def expand(self, interactions):
-        totals = interactions | "Count" >> beam.Map(_item_counts) | "Sum" >> beam.CombineGlobally(_SumCounts())
-        return totals | "Dense" >> beam.Map(_dense, index=beam.pvalue.AsSingleton(self._index))
+        all_time = self._counts(interactions, "")
+        if self._window_days == ALL_TIME:
+            return all_time
+        newest = interactions | "Newest" >> beam.Map(newest_time) | "Latest" >> beam.CombineGlobally(_latest)
+        since = newest | "WindowStart" >> beam.Map(window_start, self._window_days)
+        recent = self._counts(interactions, "Recent", beam.pvalue.AsSingleton(since))
+        return recent | "Trending" >> beam.Map(trending, all_time=beam.pvalue.AsSingleton(all_time))
 
 
 class BuildUserBlocks(beam.PTransform):

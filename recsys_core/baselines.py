@@ -60,6 +60,26 @@ def ease_item_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def low_rank(matrix: np.ndarray, rank: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`matrix [n, m] ~ left @ right.T` with `left [n, rank]`, `right [m, rank]`: its best rank-`rank` approximation.
+
+    A randomized SVD (Halko, Martinsson and Tropp 2011: a sketch of `rank + 10` columns, two power
+    iterations), `O(n m rank)`; a plain SVD when the matrix is not much larger than the rank.
+    """
+    rank = min(rank, *matrix.shape)
+    matrix = np.asarray(matrix, np.float64)
+    if min(matrix.shape) <= 2 * (rank + 10):
+        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    else:
+        sketch = matrix @ np.random.default_rng(seed).standard_normal((matrix.shape[1], rank + 10))
+        for _ in range(2):
+            sketch = np.linalg.qr(matrix @ (matrix.T @ np.linalg.qr(sketch)[0]))[0]
+        basis = np.linalg.qr(sketch)[0]
+        u, s, vt = np.linalg.svd(basis.T @ matrix, full_matrices=False)
+        u = basis @ u
+    return (u[:, :rank] * s[:rank]).astype(np.float32), vt[:rank].T.astype(np.float32)
+
+
 def ease_top_k(
     rated: list[np.ndarray], weights: np.ndarray, k: int, block_size: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:

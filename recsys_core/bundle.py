@@ -37,6 +37,7 @@ FEATURE_SCHEMA = "feature_schema.json"
 METRICS = "metrics.json"
 CONFIG = "config.json"
 VOCABULARY = "vocabulary.json"
+ITEM_FACTORS = "item_factors.npz"  # the list ranker's item-to-item factors (`list_features.ItemFactors`)
 PLOTS = "plots"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
@@ -182,6 +183,11 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def read_text(path: str) -> str:
     with tf.io.gfile.GFile(path) as handle:
+        return handle.read()
+
+
+def read_bytes(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as handle:
         return handle.read()
 
 

@@ -134,6 +134,24 @@ class MultitaskConfig(FitConfig):
 
 
 @dataclass
+class ListRankerConfig(FitConfig):
+    """The list ranker (`models/list_ranker.py`): fitted on the validation lists, kept if it beats the blend."""
+
+    enabled: bool = True
+    epochs: int = 40  # at most: a held-out part of its lists stops it earlier
+    batch_size: int = 32  # lists (users) per step
+    learning_rate: float = 0.003
+    layers: tuple[int, ...] = (32,)
+    cross_layers: int = 1
+    l2: float = 1e-4
+    members: int = 3  # fits from consecutive seeds, averaged
+    # The rating model whose predicted rating is one of its features ("" for none; absent from the run: none).
+    rating_model: str = "ranking"
+    # Rank of its item-to-item factors (EASE's weights at the chosen regularisation, `baselines.low_rank`).
+    affinity_rank: int = 64
+
+
+@dataclass
 class TrainingConfig:
     """What to train, where, and where the bundle goes."""
 
@@ -168,6 +186,10 @@ class TrainingConfig:
     # chosen on validation (see scoring.blend).
     blend_weights: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
     popularity_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    # Popularity as of the newest interaction counts the interactions of the last N days (0: all time), ties
+    # broken by all-time counts; N is chosen on validation by the most-popular-unseen lists, and both the
+    # fallback (users without history) and the prior above use it (see data.tables.item_popularity).
+    popularity_windows_days: tuple[float, ...] = (0.0, 3.0, 7.0, 14.0, 30.0, 90.0)
     # EASE baseline regularisation, chosen on validation.
     ease_l2: tuple[float, ...] = (100.0, 300.0, 1000.0)
     # EASE inverts an [items, items] matrix (8 * items^2 bytes, a few times over): above this
@@ -187,6 +209,7 @@ class ExperimentConfig:
     dlrm: DlrmConfig = field(default_factory=DlrmConfig)
     dcn: DlrmConfig = field(default_factory=DlrmConfig)
     multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    list_ranker: ListRankerConfig = field(default_factory=ListRankerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def validate(self) -> ExperimentConfig:
@@ -211,6 +234,9 @@ class ExperimentConfig:
         top_k, final_k = self.training.top_k, self.training.final_k
         if not 1 <= final_k <= top_k:
             raise ValueError(f"training.final_k must be in 1..training.top_k ({top_k}), got {final_k}")
+        windows = self.training.popularity_windows_days
+        if not windows or min(windows) < 0:
+            raise ValueError(f"training.popularity_windows_days must be days >= 0 (0: all time), got {windows}")
         for name in {spec.section for spec in MODELS.values()}:
             fit: FitConfig = getattr(self, name)
             if fit.epochs < 1 or fit.batch_size < 1 or fit.learning_rate <= 0:

@@ -19,8 +19,15 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core import baselines, metrics
-from recsys_core.data.tables import InteractionData, group_by_user, item_counts
-from recsys_core.recommend import BundleScorer, RecommendSettings, build_item_index, recommend_blocks, user_blocks
+from recsys_core.data.tables import ALL_TIME, InteractionData, group_by_user, item_counts, item_popularity
+from recsys_core.recommend import (
+    BundleScorer,
+    RecommendSettings,
+    build_item_index,
+    candidate_lists,
+    recommend_blocks,
+    user_blocks,
+)
 from recsys_core.schema import ITEM_ID, RATING, USER_ID, FeatureSchema
 from recsys_core.scoring import top_k_popular_unseen
 
@@ -28,6 +35,7 @@ Embed = Callable[[dict[str, tf.Tensor]], tf.Tensor]
 LIKED_RATING = 4.0  # the second relevance definition: held-out items rated at least this
 LIST_KS = (10, 20, 100)
 CURVE_KS = (1, 5, 10, 20, 50, 100)
+HISTORY_GROUPS = ("with_history", "without_history")  # users with and without interactions in `seen`
 # Training-popularity bins (interaction counts, inclusive upper bounds) of the exposure figures.
 POPULARITY_BINS = {"1-10": 10, "11-50": 50, "51-100": 100, "101-200": 200, "201+": np.inf}
 
@@ -56,7 +64,7 @@ class HeldOut:
         user_ids: `[users]` the users with at least one held-out interaction.
         relevant: per user, indices into `seen.items` of every held-out item.
         liked: per user, the held-out items rated at least `LIKED_RATING`.
-        popularity: `[items]` interaction counts in `seen`.
+        popularity: `[items]` interaction counts in `seen` (all time: the exposure figures' bins).
     """
 
     seen: InteractionData
@@ -81,6 +89,27 @@ class HeldOut:
         everyone, _ = group_by_user(self.seen.ratings, self.seen.users[USER_ID], items)
         return baselines.item_cooccurrence(everyone, len(items))
 
+    @functools.cached_property
+    def seen_items(self) -> list[np.ndarray]:
+        """Per user, the item indices of their interactions in `seen` (what every list excludes)."""
+        return group_by_user(self.seen.ratings, self.user_ids, self.seen.items[ITEM_ID])[0]
+
+    @functools.cached_property
+    def has_history(self) -> np.ndarray:
+        """`[users]` bool: the user has interactions in `seen` (else the job serves its fallback)."""
+        return np.array([len(items) > 0 for items in self.seen_items], dtype=bool)
+
+    @functools.cached_property
+    def _popularity_by_window(self) -> dict[float, np.ndarray]:
+        return {}
+
+    def popularity_in(self, window_days: float) -> np.ndarray:
+        """`[items]` popularity as of the newest interaction of `seen` (`tables.item_popularity`), kept per window."""
+        by_window = self._popularity_by_window
+        if window_days not in by_window:
+            by_window[window_days] = item_popularity(self.seen.ratings, self.seen.items[ITEM_ID], window_days)
+        return by_window[window_days]
+
 
 class JobLists:
     """The job's lists for the held-out users, for any `RecommendSettings`.
@@ -90,19 +119,35 @@ class JobLists:
     settings (the validation grid) only repeats the per-block kernel.
     """
 
-    def __init__(self, scorer: BundleScorer, held_out: HeldOut, block_size: int = 1024) -> None:
+    def __init__(
+        self, scorer: BundleScorer, held_out: HeldOut, window_days: float = ALL_TIME, block_size: int = 1024
+    ) -> None:
+        """`window_days`: the popularity window of the fallback and the prior, as the job's."""
         data = held_out.seen
         users = data.users.take(pc.index_in(held_out.user_ids, value_set=data.users[USER_ID].combine_chunks()))
         self._scorer = scorer
         self._held_out = held_out
         self._blocks = user_blocks(users, data.ratings, data.items, block_size)
-        self._index = build_item_index(scorer, data.items, held_out.popularity)
+        self._index = build_item_index(scorer, data.items, held_out.popularity_in(window_days))
 
-    def __call__(self, settings: RecommendSettings) -> np.ndarray:
-        """`[users, final_k]` item indices into `seen.items`, -1 empty."""
-        tables = [rows for rows, _, _ in recommend_blocks(self._scorer, self._blocks, self._index, settings)]
+    def __call__(self, settings: RecommendSettings, scorer: BundleScorer | None = None) -> np.ndarray:
+        """`[users, final_k]` item indices into `seen.items`, -1 empty (`scorer`: another one of the same bundle,
+        e.g. with a list ranker of its own)."""
+        blocks = recommend_blocks(scorer or self._scorer, self._blocks, self._index, settings)
+        tables = [rows for rows, _, _ in blocks]
         items = self._held_out.seen.items[ITEM_ID]
         return rows_to_lists(pa.concat_tables(tables), self._held_out.user_ids, items, settings.final_k)
+
+    def candidates(self, settings: RecommendSettings) -> tuple[np.ndarray, np.ndarray]:
+        """What the job's list ranker would order, per held-out user (in `user_ids` order): candidates
+        `[users, top_k]` (-1 empty) and their features `[users, top_k, features]`; users served by the
+        popularity fallback have no candidates."""
+        candidates, features = [], []
+        for block in self._blocks:
+            lists = candidate_lists(self._scorer, block, self._index, settings)
+            candidates.append(np.where(lists.servable[:, None], lists.candidates, -1))
+            features.append(lists.features(self._index, block, np.arange(len(block.seen))))
+        return np.concatenate(candidates), np.concatenate(features)
 
 
 def rows_to_lists(recommendations: pa.Table, user_ids: pa.Array, item_ids, width: int) -> np.ndarray:
@@ -115,19 +160,15 @@ def rows_to_lists(recommendations: pa.Table, user_ids: pa.Array, item_ids, width
     return top
 
 
-def popular_lists(held_out: HeldOut, k: int) -> np.ndarray:
-    """Most popular unseen items, `[users, k]`: the job's fallback kernel."""
-    return top_k_popular_unseen(held_out.popularity, _seen(held_out), k)[1]
+def popular_lists(held_out: HeldOut, k: int, window_days: float = ALL_TIME) -> np.ndarray:
+    """Most popular unseen items `[users, k]` (in the last `window_days` days): the job's fallback kernel."""
+    return top_k_popular_unseen(held_out.popularity_in(window_days), held_out.seen_items, k)[1]
 
 
 def ease_lists(held_out: HeldOut, l2: float, k: int) -> np.ndarray:
     """EASE top-k with seen items excluded, `[users, k]`."""
     weights = baselines.ease_item_weights(held_out.item_cooccurrence, l2)
-    return baselines.ease_top_k(_seen(held_out), weights, k)[1]
-
-
-def _seen(held_out: HeldOut) -> list[np.ndarray]:
-    return group_by_user(held_out.seen.ratings, held_out.user_ids, held_out.seen.items[ITEM_ID])[0]
+    return baselines.ease_top_k(held_out.seen_items, weights, k)[1]
 
 
 def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict[str, float]:
@@ -147,6 +188,22 @@ def list_figures(top: np.ndarray, held_out: HeldOut, beyond_k: int = 20) -> dict
         ),
         **popularity_shares(top[:, :beyond_k], held_out.popularity),
     }
+
+
+def figures_by_history(top: np.ndarray, held_out: HeldOut) -> dict[str, dict[str, float]]:
+    """The accuracy figures of `top` `[users, k]` (both relevance definitions) over the users with
+    training history and over those without, each with its `users` count (no group without users)."""
+    ks = tuple(sorted(k for k in set(LIST_KS + CURVE_KS) if k <= top.shape[1]))
+    groups = {}
+    for name, members in zip(HISTORY_GROUPS, (held_out.has_history, ~held_out.has_history), strict=True):
+        rows = np.flatnonzero(members)
+        if len(rows):
+            groups[name] = {
+                "users": len(rows),
+                **metrics.list_metrics(top[rows], [held_out.relevant[i] for i in rows], ks),
+                **metrics.list_metrics(top[rows], [held_out.liked[i] for i in rows], ks, prefix="rel4_"),
+            }
+    return groups
 
 
 def popularity_shares(top: np.ndarray, popularity: np.ndarray) -> dict[str, float]:

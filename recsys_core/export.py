@@ -11,6 +11,7 @@ multi-valued features and `user_history` are `[batch, n]` padded with b""):
     <rating model>_item_state(its item inputs)  -> {"state": [batch, S']}     the rating in halves,
     <rating model>_candidates(user_state, item_state, candidates [users, k])  for re-ranking many
                                                 -> {"rating": [users, k]}      candidates per user)
+    list_ranker(features [users, k, len(LIST_FEATURES)]) -> {"score": [users, k]}   (when one was chosen)
 
 Each signature takes only the features its model reads (`Feature.feeds`); the
 bundle's manifest lists every signature's inputs.
@@ -24,6 +25,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import registry
 from recsys_core.features.arrays import item_inputs, query_inputs, tensor_specs, user_inputs
+from recsys_core.list_features import LIST_FEATURES, LIST_RANKER
 from recsys_core.schema import HISTORY, FeatureSchema
 
 
@@ -33,11 +35,15 @@ def build_signatures(
     item_embeddings: np.ndarray | None,
     item_ids: np.ndarray | None,
     k: int,
+    list_ranker: tf.keras.Model | None = None,
 ) -> tuple[tf.Module, dict]:
-    """A module tracking the models, and its serving signatures."""
+    """A module tracking the models (and the list ranker), and its serving signatures."""
     module = tf.Module()
     module.models = dict(models)
     signatures = {}
+    if list_ranker is not None:
+        module.list_ranker = list_ranker
+        signatures[LIST_RANKER] = _list_ranker_signature(list_ranker)
     towers = next((models[name] for name in registry.TOWER_MODELS if name in models), None)
     query_specs = tensor_specs(schema, query_inputs(schema))
     if towers is not None:
@@ -110,6 +116,16 @@ def _state_signatures(name: str, rater: tf.keras.Model, user_specs: dict, item_s
         return {"rating": rater.rate_states(inputs["user_state"][:, None, :], items)}
 
     return {f"{name}_user_state": user_state, f"{name}_item_state": item_state, f"{name}_candidates": candidates}
+
+
+def _list_ranker_signature(ranker: tf.keras.Model):
+    spec = {"features": tf.TensorSpec([None, None, len(LIST_FEATURES)], tf.float32, "features")}
+
+    @tf.function(input_signature=[spec])
+    def list_ranker(inputs):
+        return {"score": ranker(inputs["features"])}
+
+    return list_ranker
 
 
 def _rating_signature(model: tfrs.Model, specs: dict):

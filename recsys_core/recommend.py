@@ -6,13 +6,14 @@ benchmarks call them directly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,19 +22,20 @@ import tensorflow as tf
 
 from recsys_core import outputs
 from recsys_core.ann import ScannConfig, ScannIndex, recall
-from recsys_core.bundle import bundle_schema, load_bundle, read_text
+from recsys_core.bundle import ITEM_FACTORS, bundle_schema, load_bundle, read_bytes, read_text
 from recsys_core.data.tables import group_by_user
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
+from recsys_core.list_features import LIST_RANKER, ItemFactors, candidate_features, unit_rows
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
-from recsys_core.scoring import ExactIndex, blend, rerank, top_k_popular_unseen, top_k_unseen
+from recsys_core.scoring import NEG_INF, ExactIndex, blend, rerank, top_k_popular_unseen, top_k_unseen
 
 MODEL_SOURCE = "model"
 FALLBACK_SOURCE = "popularity_fallback"
 _SOURCES = pa.array([MODEL_SOURCE, FALLBACK_SOURCE], pa.string())  # indexed by "is a fallback"
 _BATCH = 8192
 _CACHE_LOCK = threading.RLock()
-_CANDIDATE_ROWS = 512  # users per call of a `<re-ranker>_candidates` signature
+_CANDIDATE_ROWS = 512  # users per call of a `<re-ranker>_candidates` or `list_ranker` signature
 
 
 class BundleScorer:
@@ -52,6 +54,34 @@ class BundleScorer:
         self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
         # Re-rankers rated from per-user and per-item states (older bundles have none: rated pair by pair).
         self.pair_states = {name for name in self.manifest["signatures"] if name.endswith("_candidates")}
+        # The list ranker's inputs: the rating model whose predictions it reads, its item-to-item factors.
+        self.list_ranker_rating = self.manifest.get("list_ranker", {}).get("rating_model")
+        factors = os.path.join(self.manifest["path"], ITEM_FACTORS)
+        self.item_factors = ItemFactors.from_bytes(read_bytes(factors)) if tf.io.gfile.exists(factors) else None
+        self._list_ranker: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def with_list_ranker(
+        self,
+        rating_model: str | None,
+        item_factors: ItemFactors | None,
+        ranker: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> BundleScorer:
+        """This scorer with a list ranker not (yet) in its bundle, reading `rating_model`'s predictions and
+        `item_factors`: `ranker([users, k, features]) -> [users, k]` (None: only its features are computed)."""
+        scorer = copy.copy(self)
+        scorer._list_ranker, scorer.list_ranker_rating, scorer.item_factors = ranker, rating_model, item_factors
+        return scorer
+
+    def rank_lists(self, features: np.ndarray) -> np.ndarray:
+        """`[users, k]` list-ranker scores of candidate features `[users, k, features]`."""
+        if self._list_ranker is not None:
+            return self._list_ranker(features)
+        function = self._model.signatures[LIST_RANKER]
+        parts = [
+            function(features=tf.constant(features[start : start + _CANDIDATE_ROWS]))["score"].numpy()
+            for start in range(0, len(features), _CANDIDATE_ROWS)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(features.shape[:2], np.float32)
 
     def _call(self, signature: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
         function = self._model.signatures[signature]
@@ -122,11 +152,13 @@ class ItemIndex:
         items: the items table (the bundle schema's), row i is item index i.
         embeddings: `[items, dim]` float32.
         popularity: `[items]` interaction counts, for the fallback.
+        factors: the bundle's item-to-item factors, rows aligned with `items` (None without).
     """
 
     items: pa.Table
     embeddings: np.ndarray
     popularity: np.ndarray
+    factors: ItemFactors | None = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def cached(self, key, make):
@@ -135,6 +167,11 @@ class ItemIndex:
             if key not in self._cache:
                 self._cache[key] = make()
             return self._cache[key]
+
+    @functools.cached_property
+    def unit_embeddings(self) -> np.ndarray:
+        """`[items, dim]` the embeddings at unit length (the list ranker's history cosines)."""
+        return unit_rows(self.embeddings)
 
     @functools.cached_property
     def id_bytes(self) -> np.ndarray:
@@ -191,8 +228,10 @@ class RecommendSettings:
 
 
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
-    """Embeds every item; `popularity` `[items]` orders the fallback."""
-    return ItemIndex(items, scorer.embed_items(items), popularity)
+    """Embeds every item (and aligns the bundle's item factors with them); `popularity` `[items]` orders the
+    fallback."""
+    factors = scorer.item_factors.aligned(items[ITEM_ID]) if scorer.item_factors is not None else None
+    return ItemIndex(items, scorer.embed_items(items), popularity, factors)
 
 
 def user_blocks(
@@ -245,6 +284,70 @@ def query_inputs(
     return query_arrays(block.users, schema, times, history_matrix(block.seen, index.id_bytes, history_length))
 
 
+@dataclasses.dataclass
+class CandidateLists:
+    """A block's candidates before their final order.
+
+    Attributes:
+        query: the query tower's inputs (`query_inputs`); embeddings: `[users, dim]` its outputs.
+        candidates: `[users, top_k]` item indices, retrieval order, -1 empty.
+        retrieval_scores: `[users, top_k]` (popularity for fallback users).
+        ranking_scores: `[users, top_k]` predicted ratings, NaN where none.
+        servable: `[users]` bool, served by the model (else by the popularity fallback).
+        recall_counts: ScaNN's sampled `(hits, relevant)`.
+    """
+
+    query: dict[str, np.ndarray]
+    embeddings: np.ndarray
+    candidates: np.ndarray
+    retrieval_scores: np.ndarray
+    ranking_scores: np.ndarray
+    servable: np.ndarray
+    recall_counts: tuple[int, int]
+
+    def features(self, index: ItemIndex, block: UserBlock, rows: np.ndarray) -> np.ndarray:
+        """`[len(rows), top_k, features]` the list ranker's inputs (`list_features`) for block rows `rows`."""
+        return candidate_features(
+            self.candidates[rows],
+            self.retrieval_scores[rows],
+            self.ranking_scores[rows],
+            index.popularity,
+            index.unit_embeddings,
+            [block.seen[row] for row in rows],
+            index.factors,
+        )
+
+
+def candidate_lists(
+    scorer: BundleScorer,
+    block: UserBlock,
+    index: ItemIndex,
+    settings: RecommendSettings,
+    clock: _StageClock | None = None,
+) -> CandidateLists:
+    """Top-K unseen items per user by the two towers (or the popularity fallback), rated by the re-ranker's
+    rating model (for the list ranker: the one it reads)."""
+    clock = clock or _StageClock(None)
+    query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
+    queries = scorer.embed_users(query)
+    clock.lap("query_tower")
+    retrieval_scores, candidates, recall_counts = _retrieve(index, queries, block.seen, settings)
+    user_ids = block.users[USER_ID].combine_chunks()
+    servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
+    fallback = ~servable
+    if fallback.any():
+        seen = [s for s, unserved in zip(block.seen, fallback, strict=True) if unserved]
+        retrieval_scores[fallback], candidates[fallback] = top_k_popular_unseen(index.popularity, seen, settings.top_k)
+    clock.lap("top_k")
+    ranking_scores = np.full(candidates.shape, np.nan, np.float32)
+    rating_model = scorer.list_ranker_rating if settings.reranker == LIST_RANKER else settings.reranker
+    if rating_model not in (None, "none"):
+        users = np.flatnonzero(servable)
+        ranking_scores[users] = scorer.rate_candidates(rating_model, query, users, candidates[users], index)
+    clock.lap("rerank")
+    return CandidateLists(query, queries, candidates, retrieval_scores, ranking_scores, servable, recall_counts)
+
+
 def recommend_block(
     scorer: BundleScorer,
     block: UserBlock,
@@ -255,12 +358,14 @@ def recommend_block(
     """Top-K unseen items per user by the two towers, re-ranked, cut to `final_k`.
 
     Users the model cannot serve (an id unknown to the bundle, or no history)
-    get the most popular unseen items, labelled `popularity_fallback`.
+    get the most popular unseen items, labelled `popularity_fallback`. The
+    re-ranker is a rating model blended with the retrieval score and the
+    popularity prior (`scoring.blend`), or the bundle's list ranker (`LIST_RANKER`).
 
     Args:
         seconds: if given, each stage's time is added to it: `query_tower`, `top_k`
-            (fallbacks and the recall sample included), `rerank` (the ranking signature) and `rows` (blend,
-            order, output tables).
+            (fallbacks and the recall sample included), `rerank` (the rating model and
+            the list ranker) and `rows` (blend, order, output tables).
 
     Returns:
         recommendations (`outputs.RECOMMENDATIONS_SCHEMA`), user embeddings
@@ -268,26 +373,18 @@ def recommend_block(
     """
     clock = _StageClock(seconds)
     user_ids = block.users[USER_ID].combine_chunks()
-    query = query_inputs(block, index, scorer.schema, settings.timestamp, scorer.history_length)
-    queries = scorer.embed_users(query)
-    clock.lap("query_tower")
-    retrieval_scores, candidates, recall_counts = _retrieve(index, queries, block.seen, settings)
-    servable = scorer.known_users(user_ids) & np.array([len(s) > 0 for s in block.seen], dtype=bool)
-    fallback = ~servable
-    if fallback.any():
-        seen = [s for s, unserved in zip(block.seen, fallback, strict=True) if unserved]
-        retrieval_scores[fallback], candidates[fallback] = top_k_popular_unseen(index.popularity, seen, settings.top_k)
-    clock.lap("top_k")
-    ranking_scores = np.full(candidates.shape, np.nan, np.float32)
-    if settings.reranker != "none":
-        users = np.flatnonzero(servable)
-        ranking_scores[users] = scorer.rate_candidates(settings.reranker, query, users, candidates[users], index)
-    clock.lap("rerank")
+    lists = candidate_lists(scorer, block, index, settings, clock)
+    candidates, retrieval_scores, ranking_scores = lists.candidates, lists.retrieval_scores, lists.ranking_scores
+    fallback = ~lists.servable
     valid = candidates >= 0
     popularity = np.where(valid, index.popularity[candidates], 0.0)
     scores = blend(
         ranking_scores, retrieval_scores, valid, settings.blend_weight, popularity, settings.popularity_weight
     )
+    if settings.reranker == LIST_RANKER and lists.servable.any():
+        rows = np.flatnonzero(lists.servable)
+        scores[rows] = np.where(valid[rows], scorer.rank_lists(lists.features(index, block, rows)), NEG_INF)
+        clock.lap("rerank")
     order = rerank(candidates, scores, retrieval_scores, settings.final_k)
     chosen = np.take_along_axis(candidates, order, axis=1)
     rows, ranks = np.nonzero(chosen >= 0)
@@ -304,15 +401,15 @@ def recommend_block(
         model_version=scorer.version,
         run_id=settings.run_id,
     )
-    embeddings = outputs.embeddings_table(outputs.USER_EMBEDDINGS_SCHEMA, user_ids, queries, scorer.version)
+    embeddings = outputs.embeddings_table(outputs.USER_EMBEDDINGS_SCHEMA, user_ids, lists.embeddings, scorer.version)
     counts = {
-        "users_scored": int(servable.sum()),
+        "users_scored": int(lists.servable.sum()),
         "fallback_users": int(fallback.sum()),
         "items_excluded": int(sum(len(s) for s in block.seen)),
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
         "nan_scores": int(np.isnan(final_scores).sum()),
-        "recall_hits": recall_counts[0],
-        "recall_relevant": recall_counts[1],
+        "recall_hits": lists.recall_counts[0],
+        "recall_relevant": lists.recall_counts[1],
     }
     clock.lap("rows")
     return recommendations, embeddings, counts
@@ -377,8 +474,7 @@ def similar_items(
     An item is never its own neighbour; `shard_size` bounds the score matrix as in `top_k_unseen`.
     """
     items = items if items is not None else range(len(index.embeddings))
-    norms = np.linalg.norm(index.embeddings, axis=1, keepdims=True)
-    unit = index.embeddings / np.maximum(norms, 1e-12)
+    unit = index.unit_embeddings
     queries = unit[items.start : items.stop]
     scores, neighbours = top_k_unseen(queries, unit, [np.array([i]) for i in items], k, shard_size=shard_size)
     rows, ranks = np.nonzero(neighbours >= 0)

@@ -36,10 +36,15 @@ SYSTEMS = {  # metrics.json key -> row label
     "final_dcn": "job, re-ranked by dcn",
     "final_multitask": "job, re-ranked by multitask",
     "final_none": "job, popularity prior only",
+    "final_list": "job, ordered by the list ranker",
     "retrieval": "job's retrieval top-K (no re-rank)",
     "most_popular": "most popular unseen",
+    "most_popular_recent": "most popular unseen, last N days",
     "ease": "EASE",
 }
+# Systems shown again over the users with and without training history, where a split has both.
+BY_HISTORY = ("final", "most_popular", "most_popular_recent", "ease")
+HISTORY_LABELS = {"with_history": "users with history", "without_history": "users without history"}
 RATING_SYSTEMS = {name: name for name in RATING_MODELS}
 _SHOWN = (
     "ndcg_at_10",
@@ -67,15 +72,20 @@ _PROTOCOL = [
     "bundle with every training interaction as the users' history, queries each user at their last "
     "interaction, takes the top-K unseen items, re-orders them by the chosen blend of standardised retrieval "
     "score, predicted rating and item popularity (a re-ranker is kept only if it beats no re-ranker on "
-    "validation by two standard errors) and keeps the final 20. Users the bundle cannot serve get the job's "
-    "popularity fallback, as in production.",
+    "validation by two standard errors) or by the list ranker (a model trained with a listwise loss on the "
+    "validation users' candidate lists, kept only if its out-of-fold lists beat the blends by two standard "
+    "errors) and keeps the final 20. Popularity counts the interactions of the last N days before the newest "
+    "one (N, or all time, chosen on validation). Users the bundle cannot serve get the job's popularity "
+    "fallback, as in production; where a split has users without training history, the main lists are also "
+    "shown over the users with and without it.",
     "Relevant items are every test item of the user (the '@k' columns) or only the test items rated 4 or 5 "
     "('rated ≥ 4'). Metrics are per-user means over every test user; training items are never recommended "
     "and so never count. Beyond-accuracy figures describe the top-20 lists: catalogue coverage, the Gini "
     "coefficient of item exposure, novelty (mean -log2 training popularity share) and intra-list diversity "
     "(mean pairwise genre cosine distance).",
     "Baselines run in the same process on the same split through the same metric code: most popular unseen "
-    "items (the job's fallback kernel), EASE (closed form, seen items excluded) and, for rating prediction, "
+    "items, all time and in the chosen window (the job's fallback kernel), EASE (closed form, seen items "
+    "excluded) and, for rating prediction, "
     "user + item biases. Rating models are scored by RMSE and MAE on every test rating.",
 ]
 
@@ -132,6 +142,12 @@ def summarise(manifests: list[dict]) -> dict:
     for key, label in SYSTEMS.items():
         for metric in _SHOWN:
             add(label, metric, [run[key][metric] for run in lists if key in run and metric in run[key]])
+    if any("without_history" in run.get("final", {}) for run in lists):
+        for group, words in HISTORY_LABELS.items():
+            for key in BY_HISTORY:
+                figures = [run[key][group] for run in lists if group in run.get(key, {})]
+                for metric in _SHOWN:
+                    add(f"{SYSTEMS[key]} · {words}", metric, [f[metric] for f in figures if metric in f])
     for key, label in RATING_SYSTEMS.items():
         for metric in ("rmse", "mae"):
             add(label, metric, [m["metrics"][key][metric] for m in manifests if key in m["metrics"]])
@@ -159,7 +175,11 @@ def summarise(manifests: list[dict]) -> dict:
         "recall_curve": curves,
         "popularity": {"bins": list(POPULARITY_BINS), "shares": shares},
         "choices": [
-            {k: c.get(k) for k in ("reranker", "blend_weight", "popularity_weight", "ease_l2")} for c in choices
+            {
+                k: c.get(k)
+                for k in ("reranker", "blend_weight", "popularity_weight", "popularity_window_days", "ease_l2")
+            }
+            for c in choices
         ],
     }
 
@@ -192,7 +212,8 @@ def build_report(runs: dict[str, list[dict]]) -> dict:
     for split in splits.values():
         chosen = "; ".join(
             f"seed {seed}: re-ranker {c['reranker']} at weight {c['blend_weight']}, popularity weight "
-            f"{c['popularity_weight']}, EASE λ {c['ease_l2'] if c['ease_l2'] is not None else '(EASE left out)'}"
+            f"{c['popularity_weight']}, popularity window {_window(c.get('popularity_window_days'))}, "
+            f"EASE λ {c['ease_l2'] if c['ease_l2'] is not None else '(EASE left out)'}"
             for seed, c in zip(split["seeds"], split["choices"], strict=True)
         )
         split["description"] += f" Chosen on validation: {chosen}."
@@ -202,6 +223,10 @@ def build_report(runs: dict[str, list[dict]]) -> dict:
         "protocol": _PROTOCOL,
         "splits": splits,
     }
+
+
+def _window(days: float | None) -> str:
+    return "all time" if not days else f"{days:g} days"
 
 
 def diagnostic_images(runs: dict[str, list[dict]]) -> dict[str, bytes]:

@@ -253,11 +253,11 @@ def blend(
         `[rows, k]` float64 scores, -inf at empty slots.
     """
     rated = valid & ~np.isnan(ranking_scores)
-    retrieval = _standardise(retrieval_scores, valid)
-    blended = weight * _standardise(ranking_scores, rated) + (1.0 - weight) * retrieval
+    retrieval = standardise(retrieval_scores, valid)
+    blended = weight * standardise(ranking_scores, rated) + (1.0 - weight) * retrieval
     blended = np.where(rated.any(axis=1, keepdims=True), blended, retrieval)
     if popularity_weight:
-        blended = blended + popularity_weight * _standardise(np.log1p(np.maximum(popularity, 0.0)), valid)
+        blended = blended + popularity_weight * standardise(np.log1p(np.maximum(popularity, 0.0)), valid)
     return np.where(valid, blended, NEG_INF)
 
 
@@ -285,7 +285,7 @@ def rerank(candidate_indices: np.ndarray, scores: np.ndarray, retrieval_scores: 
     return order[:, :final_k]
 
 
-def _standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def standardise(scores: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Per-row z-scores of `scores` `[rows, k]` over the `valid` entries (0 elsewhere and for constant rows)."""
     values = np.where(valid, scores, 0.0).astype(np.float64)
     count = np.maximum(valid.sum(axis=1, keepdims=True), 1)

@@ -24,6 +24,7 @@ from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_
 from recsys_core.features.arrays import feature_arrays, item_inputs
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.fingerprint import json_sha256
+from recsys_core.list_features import ItemFactors
 from recsys_core.models.builders import build_model, build_optimizer
 from recsys_core.registry import RATING_MODELS, TOWER_MODELS
 from recsys_core.schema import ITEM_ID, RATING, FeatureSchema
@@ -131,10 +132,13 @@ def _train_and_export(
         _write_plots(trained, next(iter(phase.inputs.test_batches())), os.path.join(staging, bundle.PLOTS))
         selection_bundle = os.path.join(staging, "selection") if config.training.refit else staging
         _export(selection_bundle, trained, phase, {**manifest, "metrics": {}})
+        list_ranker = None
         if chief and towers:
-            manifest["reranking"] = protocol.select(
+            manifest["reranking"], list_ranker = protocol.select(
                 selection_bundle, config, protocol_data["fit"], protocol_data["validation"]
             )
+            if list_ranker is not None:
+                manifest["list_ranker"] = {"rating_model": manifest["reranking"]["list_ranker"]["rating_model"]}
         if config.training.refit:
             bundle.remove(selection_bundle)
             phase = splits.phase("train")
@@ -155,7 +159,11 @@ def _train_and_export(
             result.metrics.update(evaluate(name, result.model, config, phase.vocabulary, phase.inputs))
         manifest["metrics"] = {name: result.metrics for name, result in trained.items()}
         manifest["vocabulary_sizes"] = phase.vocabulary.sizes()
-        _export(staging, trained, phase, manifest)
+        factors = None
+        if list_ranker is not None:  # its item-to-item factors, over the whole training split
+            ease_l2, rank = manifest["reranking"]["ease_l2"], config.list_ranker.affinity_rank
+            factors = protocol.item_factors(protocol_data["train"], ease_l2, rank)
+        _export(staging, trained, phase, manifest, list_ranker, factors)
         if chief:
             train, test = protocol_data["train"], protocol_data["test"]
             manifest["metrics"]["baselines"] = protocol.rating_baselines(train, test)
@@ -199,12 +207,23 @@ def _write_plots(trained: dict[str, TrainedModel], test_batch: dict[str, tf.Tens
             bundle.write_bytes(os.path.join(directory, f"{name}_interactions.png"), png)
 
 
-def _export(directory: str, trained: dict[str, TrainedModel], phase: Phase, manifest: dict) -> None:
+def _export(
+    directory: str,
+    trained: dict[str, TrainedModel],
+    phase: Phase,
+    manifest: dict,
+    list_ranker: tf.keras.Model | None = None,
+    item_factors: ItemFactors | None = None,
+) -> None:
     items, schema = phase.inputs.items, phase.inputs.schema
     item_embeddings, item_ids = _item_index(trained, items, schema)
     models = {name: result.model for name, result in trained.items()}
-    module, signatures = export.build_signatures(models, schema, item_embeddings, item_ids, manifest["index_k"])
+    module, signatures = export.build_signatures(
+        models, schema, item_embeddings, item_ids, manifest["index_k"], list_ranker
+    )
     bundle.write_text(os.path.join(directory, bundle.VOCABULARY), phase.vocabulary.to_json())
+    if item_factors is not None:
+        bundle.write_bytes(os.path.join(directory, bundle.ITEM_FACTORS), item_factors.to_bytes())
     bundle.save(directory, module, signatures, schema, manifest)
 
 

@@ -141,7 +141,14 @@ def test_recommendations_equal_an_in_process_computation(job, ml100k, ml100k_bun
     def z(values):
         return (values - values.mean(axis=1, keepdims=True)) / values.std(axis=1, keepdims=True)
 
-    counts = ratings["item_id"].value_counts().reindex(items["item_id"].to_pylist(), fill_value=0).to_numpy()
+    def count(rows):
+        return rows["item_id"].value_counts().reindex(items["item_id"].to_pylist(), fill_value=0).to_numpy()
+
+    # Popularity as of the newest rating: in the bundle's window (ties by all-time counts), or all time.
+    counts, window = count(ratings), parameters["popularity_window_days"]
+    if window:
+        newest = ratings["timestamp"].max()
+        counts = count(ratings[ratings["timestamp"] > newest - window * 86_400]) + counts / (counts.max() + 1)
     prior = z(np.log1p(counts[top].astype(np.float64)))
     final = weight * z(rated.astype(np.float64)) + (1 - weight) * z(retrieval.astype(np.float64))
     final += parameters["popularity_weight"] * prior
@@ -205,7 +212,7 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
 
     from jobs.sources import JobInputs
     from jobs.transforms import BuildUserBlocks, CheckRows, EmbedItems, Popularity, ReadTable, RecommendUsers
-    from recsys_core.data.tables import item_counts
+    from recsys_core.data.tables import item_counts, item_popularity
     from recsys_core.recommend import RecommendSettings
     from recsys_core.validation import Rules
 
@@ -231,6 +238,15 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
             popularity | beam.Map(lambda p: bool(np.array_equal(p, expected_popularity))),
             equal_to([True]),
             label="PopularityIsEveryInteraction",
+        )
+        # A 14-day window, as training's protocol computes it from the same rows.
+        recent = checked["interactions"]["rows"] | "RecentPopularity" >> Popularity(index, 14.0)
+        expected_recent = item_popularity(ratings, ml100k.items["item_id"], 14.0)
+        assert 0 < (expected_recent >= 1).sum() < (expected_popularity >= 1).sum()  # the window counts fewer
+        assert_that(
+            recent | "RecentAsList" >> beam.Map(lambda p: p.tolist()),
+            equal_to([expected_recent.tolist()]),
+            label="RecentPopularityAsInTraining",
         )
         sizes = grouped["blocks"] | "BlockSizes" >> beam.Map(lambda named: named[1].users.num_rows <= 64)
         assert_that(sizes | "AllSmall" >> beam.Distinct(), equal_to([True]), label="BlocksOfAtMost64")

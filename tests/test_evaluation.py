@@ -45,11 +45,13 @@ def test_ease_baseline_matches_the_published_reference(held_out):
     assert figures["recall_at_100"] == pytest.approx(0.697, abs=0.003)
 
 
-def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k, tmp_path):
+@pytest.mark.parametrize("reranker", ["auto", "list"])
+def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k, tmp_path, reranker):
     """The same bundle, data and settings: `JobLists` (offline) and the Beam job's table agree row for row."""
     from jobs import batch_recommend
 
-    manifest = batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22"])
+    args = ["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22", "--reranker", reranker]
+    manifest = batch_recommend.run(args)
     written = published(tmp_path, outputs.RECOMMENDATIONS)
     parameters = manifest["parameters"]
     settings = RecommendSettings(
@@ -62,7 +64,8 @@ def test_offline_lists_are_the_lists_the_batch_job_writes(ml100k_bundle, ml100k,
         popularity_weight=parameters["popularity_weight"],
     )
     everyone = evaluation.HeldOut.build(ml100k, ml100k)  # the job sees every rating; every user is scored
-    offline = evaluation.JobLists(BundleScorer(ml100k_bundle), everyone)(settings)
+    window = parameters["popularity_window_days"]
+    offline = evaluation.JobLists(BundleScorer(ml100k_bundle), everyone, window)(settings)
     from_table = evaluation.rows_to_lists(
         pa.Table.from_pandas(written, preserve_index=False),
         everyone.user_ids,
@@ -83,11 +86,19 @@ def test_bundle_records_the_choices_made_on_validation(ml100k_bundle):
     best = max(scores, key=scores.get)
     best_without = max((key for key in scores if key.startswith("none@")), key=scores.get)
     chosen = f"{choice['reranker']}@{choice['blend_weight']:g}+{choice['popularity_weight']:g}"
-    gain = choice["best_reranker_gain"]
-    # The best re-ranker is kept only when its gain over no re-ranker is beyond two standard errors.
-    assert chosen == (best if gain["mean"] > 2 * gain["standard_error"] else best_without)
+    gain, list_gain = choice["best_reranker_gain"], choice["list_ranker"]["gain"]
+    # The list ranker replaces the blends only when it beats them by more than two standard errors.
+    assert (choice["reranker"] == "list") == (list_gain["mean"] > 2 * list_gain["standard_error"])
+    if choice["reranker"] != "list":
+        # The best re-ranker is kept only when its gain over no re-ranker is beyond two standard errors.
+        assert chosen == (best if gain["mean"] > 2 * gain["standard_error"] else best_without)
+    # The popularity window is the one whose most-popular lists scored best on validation.
+    windows = choice["popularity_window_scores"]
+    assert f"{choice['popularity_window_days']:g}" == max(windows, key=windows.get)
     lists = manifest["metrics"]["lists"]
-    assert {"final", "retrieval", "most_popular", "ease"} <= set(lists)
+    assert {"final", "final_list", "retrieval", "most_popular", "most_popular_recent", "ease"} <= set(lists)
+    # Every user of ML-100K's random test split has training history.
+    assert lists["final"]["with_history"]["users"] == 942 and "without_history" not in lists["final"]
     assert lists["final"] == lists[f"final_{choice['reranker']}"] or choice["reranker"] == "none"
     assert manifest["split"]["fit"] + manifest["split"]["validation"] == 80_000
 
@@ -111,7 +122,7 @@ def test_catalogues_beyond_ease_max_items_leave_ease_out_and_keep_the_rest(ml100
     config.training.ease_max_items = 1_000  # ML-100K has 1 682 items
     train, test = ml100k_split
     fit, validation = random_split(train, 0.1, 42)
-    choice = protocol.select(ml100k_bundle, config, fit, validation)
+    choice, _ = protocol.select(ml100k_bundle, config, fit, validation)
     assert choice["ease_l2"] is None and choice["ease_validation_scores"] == {}
     lists = protocol.lists_on_test(ml100k_bundle, config, choice, train, test)
     assert "ease" not in lists and {"final", "retrieval", "most_popular"} <= set(lists)

@@ -48,6 +48,20 @@ def test_seed_42_stands_alone_and_other_seeds_give_mean_and_spread():
     json.dumps(built)  # what report.json holds
 
 
+def test_splits_with_new_users_show_the_lists_over_users_with_and_without_history():
+    temporal = _manifest(42, 0.34, 1.0, 1.03)
+    for key, figures in temporal["metrics"]["lists"].items():
+        figures["with_history"] = {"users": 109, "ndcg_at_10": 0.15}
+        figures["without_history"] = {"users": 192, "ndcg_at_10": 0.51}
+    temporal["reranking"]["popularity_window_days"] = 14.0
+    built = report.build_report({"random": [_manifest(42, 0.40, 0.90, 0.93)], "temporal": [temporal]})
+    rows = built["splits"]["temporal"]["systems"]
+    assert rows[f"{report.SYSTEMS['final']} · users with history"]["ndcg_at_10"]["mean"] == 0.15
+    assert rows[f"{report.SYSTEMS['ease']} · users without history"]["ndcg_at_10"]["mean"] == 0.51
+    assert not any("history" in label for label in built["splits"]["random, seed 42"]["systems"])
+    assert "popularity window 14 days" in built["splits"]["temporal"]["description"]
+
+
 @pytest.mark.slow
 def test_report_command_trains_scores_and_writes_both_files(ml100k_path, tmp_path):
     args = ["--output-dir", str(tmp_path), "--seeds", "42", "--splits", "random", "--epochs", "1"]
