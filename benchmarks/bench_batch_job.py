@@ -3,6 +3,7 @@
     python benchmarks/bench_batch_job.py                                   # ML-100K and synthetic 100k x 20k
     python benchmarks/bench_batch_job.py --scenarios synthetic_100k_users_20k_items --repeats 3
     python benchmarks/bench_batch_job.py --scenarios synthetic_100k_users_20k_items --bundle runs/bench
+    python benchmarks/bench_batch_job.py --reranker list                  # the list ranker as the second stage
 
 For each scenario it trains a small bundle (one epoch of retrieval and ranking, no
 refit: the cost of scoring does not depend on model quality), unless `--bundle`
@@ -12,7 +13,9 @@ trained on them, the kernel reads them into memory and the job reads the files.
 
 - kernel: `recsys_core.recommend` in this process, exactly what a job worker runs
   per block (query tower, exact top-100 with seen items excluded, re-rank every
-  candidate with `ranking`, output rows), blocks of 1 024 users side by side
+  candidate with `ranking`, or with `--reranker list` add the list ranker's other
+  candidates, rate them with `ranking`, compute their features and order them by
+  the list ranker; output rows), blocks of 1 024 users side by side
   (`recommend_blocks`). Users/s from loading the bundle and embedding every item to
   the last block, and of the blocks alone; median of --repeats. A second pass,
   one block at a time, times each stage.
@@ -46,6 +49,7 @@ from recsys_core.config import DataConfig, experiment
 from recsys_core.data import load_data
 from recsys_core.data.synthetic import write_synthetic_parquet
 from recsys_core.data.tables import item_counts
+from recsys_core.list_features import LIST_RANKER
 from recsys_core.recommend import (
     BundleScorer,
     RecommendSettings,
@@ -63,9 +67,14 @@ SCENARIOS = {
     "synthetic_100k_users_20k_items": (100_000, 20_000),
 }
 TOP_K, FINAL_K, BLOCK = 100, 20, 1024
-# The same work in the kernel and the job: every candidate re-ranked by `ranking`.
-RERANK = ["--reranker", "ranking", "--blend-weight", "1", "--popularity-weight", "0"]
+# The same work in the kernel and the job: every candidate re-ranked by `ranking` (or by the list ranker).
+RERANK = {
+    "ranking": ["--reranker", "ranking", "--blend-weight", "1", "--popularity-weight", "0"],
+    LIST_RANKER: ["--reranker", LIST_RANKER],
+}
 EXTRA = []
+# With the list ranker, its item-to-item factors (EASE, an [items, items] inverse) up to this many items only.
+LIST_RANKER_EASE_ITEMS = 5_000
 # DirectRunner set-ups of the job: its default (one worker, in this process) and two workers as threads or processes.
 JOB_MODES = {
     "default": [],
@@ -84,27 +93,29 @@ def scenario_data(name: str, scratch: str) -> DataConfig:
     return DataConfig(source="parquet", path=path)
 
 
-def train_bundle(data: DataConfig, directory: str) -> str:
+def train_bundle(data: DataConfig, directory: str, reranker: str) -> str:
     config = experiment("ml100k")
     config.data = data
     config.training.models = ("retrieval", "ranking")
     config.training.output_dir = directory
     config.training.verbose = 0
     config.training.refit = False
-    config.training.ease_max_items = 0  # the protocol's EASE baseline says nothing about scoring speed
+    config.list_ranker.enabled = reranker == LIST_RANKER
+    # The protocol's EASE baseline says nothing about scoring speed, but the list ranker's affinity needs it.
+    config.training.ease_max_items = LIST_RANKER_EASE_ITEMS if reranker == LIST_RANKER else 0
     config.training.eval_ks = (100,)
     config.retrieval.epochs = config.ranking.epochs = 1
     return run_experiment(config)
 
 
-def kernel_run(bundle: str, data, by_stage: bool) -> dict[str, float]:
+def kernel_run(bundle: str, data, by_stage: bool, reranker: str) -> dict[str, float]:
     """Seconds of the job's per-block work without Beam: loading the bundle and embedding every item, grouping
     the users into blocks, and the blocks (`recommend_blocks`; with `by_stage`, one block at a time, each
     stage timed: query tower, top-K, re-rank, rows)."""
     started = time.perf_counter()
     scorer = BundleScorer(bundle)
     index = build_item_index(scorer, data.items, item_counts(data.ratings, data.items["item_id"]))
-    settings = RecommendSettings(TOP_K, FINAL_K, "ranking", timestamp=1_795_000_000, run_id="bench")
+    settings = RecommendSettings(TOP_K, FINAL_K, reranker, timestamp=1_795_000_000, run_id="bench")
     seconds = {"load_and_items": time.perf_counter() - started}
     blocks = user_blocks(data.users, data.ratings, data.items, block_size=BLOCK)
     seconds["user_blocks"] = time.perf_counter() - started - seconds["load_and_items"]
@@ -119,25 +130,28 @@ def kernel_run(bundle: str, data, by_stage: bool) -> dict[str, float]:
     return seconds
 
 
-def job_run(bundle: str, data: DataConfig, output: str, mode: str) -> float:
+def job_run(bundle: str, data: DataConfig, output: str, mode: str, reranker: str) -> float:
     """Users/s of the whole job in a `JOB_MODES` set-up, wall time from the call to the published pointer."""
     flags = ["--bundle", bundle, "--output", output, "--run-date", "2026-11-22", "--data-source", data.source]
     started = time.perf_counter()
-    manifest = batch_recommend.run([*flags, "--data-path", data.path, *RERANK, *JOB_MODES[mode], *EXTRA])
+    manifest = batch_recommend.run([*flags, "--data-path", data.path, *RERANK[reranker], *JOB_MODES[mode], *EXTRA])
     return manifest["user_count"] / (time.perf_counter() - started)
 
 
-def measure(name: str, repeats: int, bundle: str | None) -> dict:
+def measure(name: str, repeats: int, bundle: str | None, reranker: str) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         data_config = scenario_data(name, scratch)
-        bundle = bundle or train_bundle(data_config, os.path.join(scratch, "runs"))
+        bundle = bundle or train_bundle(data_config, os.path.join(scratch, "runs"), reranker)
         data = load_data(data_config)
         peak = matmul_peak_gflops()
-        kernels = [kernel_run(bundle, data, by_stage=False) for _ in range(repeats)]
-        staged = sorted((kernel_run(bundle, data, by_stage=True) for _ in range(repeats)), key=lambda s: s["total"])
+        kernels = [kernel_run(bundle, data, False, reranker) for _ in range(repeats)]
+        staged = sorted((kernel_run(bundle, data, True, reranker) for _ in range(repeats)), key=lambda s: s["total"])
         stages = staged[len(staged) // 2]
         jobs = {
-            mode: [job_run(bundle, data_config, os.path.join(scratch, f"out_{mode}_{i}"), mode) for i in range(repeats)]
+            mode: [
+                job_run(bundle, data_config, os.path.join(scratch, f"out_{mode}_{i}"), mode, reranker)
+                for i in range(repeats)
+            ]
             for mode in JOB_MODES
         }
         dim = BundleScorer(bundle).manifest["signatures"]["query_embedding"]["outputs"]["embedding"]["shape"][-1]
@@ -167,10 +181,11 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bundle", help="a bundle trained on the (single) scenario's data, instead of training one")
+    parser.add_argument("--reranker", default="ranking", choices=sorted(RERANK), help="the second stage measured")
     args = parser.parse_args()
     results = {}
     for name in args.scenarios.split(","):
-        results[name] = measure(name, args.repeats, args.bundle)
+        results[name] = measure(name, args.repeats, args.bundle, args.reranker)
         print(json.dumps({name: results[name]}), flush=True)
     print(f"\n{'scenario':<32} {'kernel u/s':>10} {'blocks u/s':>10}   job u/s (job/kernel): " + ", ".join(JOB_MODES))
     for name, r in results.items():

@@ -54,6 +54,7 @@ def train_bundle(data: DataConfig, directory: str, dim: int) -> str:
     config.retrieval.epochs = 1
     config.retrieval.embedding_dim = dim
     config.retrieval.tower_layers = (dim,)
+    config.list_ranker.enabled = False  # no second stage is measured here
     return run_experiment(config)
 
 

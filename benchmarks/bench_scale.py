@@ -77,6 +77,7 @@ def train_bundle(directory: str) -> str:
     config.training.verbose = 0
     config.training.refit = False
     config.retrieval.epochs = 1
+    config.list_ranker.enabled = False  # no second stage is measured here
     return run_experiment(config)
 
 

@@ -20,7 +20,8 @@ from recsys_core.scoring import standardise
 
 LIST_FEATURES = (
     "retrieval_z",  # retrieval score, z-scored over the list
-    "retrieval_rank",  # log(1 + position in the retrieval order)
+    "retrieval_rank",  # log(1 + position in the retrieval order); log(1 + top_k) for the other sources
+    "retrieved",  # 1 if the two towers' top-K holds it, 0 if only another source brought it
     "rating",  # predicted rating of the rating model (0 without one)
     "rating_z",  # the same, z-scored over the list
     "popularity",  # log(1 + popularity in the chosen window) of the candidate
@@ -82,6 +83,44 @@ class ItemFactors:
             return cls(arrays["item_ids"].astype(object), arrays["sources"], arrays["targets"])
 
 
+@dataclasses.dataclass(frozen=True)
+class ListRankerInputs:
+    """What the list ranker reads besides the kernel's own state (recorded in the bundle with it).
+
+    Attributes:
+        rating_model: the rating signature whose predictions it reads (None: none).
+        item_factors: item-to-item factors (None: no affinity).
+        extra_candidates: how many candidates each other source (the most popular unseen items in the
+            window; the items of highest affinity) adds to the retrieval top-K before ranking.
+    """
+
+    rating_model: str | None = None
+    item_factors: ItemFactors | None = None
+    extra_candidates: int = 0
+
+
+def merge_candidates(retrieved: np.ndarray, *others: np.ndarray) -> np.ndarray:
+    """`[users, k + sum of the others' widths]` the retrieved candidates, then each other source's that are
+    not already there, in order; -1 fills the rest of each row.
+
+    Args:
+        retrieved: `[users, k]` item indices, -1 empty; others: `[users, m]` each, alike.
+    """
+    merged = np.concatenate([retrieved, *others], axis=1)
+    width = merged.shape[1]
+    base = int(merged.max(initial=0)) + 1
+    keys = np.where(merged >= 0, np.arange(len(merged))[:, None] * base + merged, -1)
+    _, first = np.unique(keys.ravel(), return_index=True)
+    keep = np.zeros(merged.size, bool)
+    keep[first] = True
+    keep &= keys.ravel() >= 0
+    keep = keep.reshape(merged.shape)
+    # Kept entries move left in their order: a stable sort on "dropped".
+    order = np.argsort(~keep, axis=1, kind="stable")
+    packed = np.take_along_axis(np.where(keep, merged, -1), order, axis=1)
+    return packed[:, :width]
+
+
 def unit_rows(embeddings: np.ndarray) -> np.ndarray:
     """`[items, dim]` embeddings scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -96,6 +135,7 @@ def candidate_features(
     unit_embeddings: np.ndarray,
     seen: list[np.ndarray],
     factors: ItemFactors | None = None,
+    retrieved: int | None = None,
 ) -> np.ndarray:
     """The features of every candidate, in the order of `LIST_FEATURES`.
 
@@ -106,6 +146,7 @@ def candidate_features(
         unit_embeddings: `[items, dim]` unit-length candidate-tower embeddings (`unit_rows`).
         seen: per user, the item indices they interacted with, most recent last.
         factors: the index's item-to-item factors (rows aligned with the items); None: affinity 0.
+        retrieved: the first `retrieved` columns are the two towers' top-K (default: every column).
 
     Returns:
         `[users, k, len(LIST_FEATURES)]` float32, 0 at empty slots.
@@ -115,7 +156,10 @@ def candidate_features(
     rated = valid & ~np.isnan(ranking_scores)
     rating = np.where(rated, ranking_scores, 0.0)
     log_popularity = np.log1p(np.maximum(popularity[items], 0.0))
-    positions = np.broadcast_to(np.log1p(np.arange(candidates.shape[1], dtype=np.float64)), candidates.shape)
+    retrieved = candidates.shape[1] if retrieved is None else retrieved
+    columns = np.arange(candidates.shape[1])
+    positions = np.broadcast_to(np.log1p(np.minimum(columns, retrieved).astype(np.float64)), candidates.shape)
+    from_towers = np.broadcast_to((columns < retrieved).astype(np.float64), candidates.shape)
     recent = np.full((len(seen), HISTORY_ITEMS), -1, np.int64)
     for row, items_seen in enumerate(seen):
         last = items_seen[-HISTORY_ITEMS:]
@@ -132,6 +176,7 @@ def candidate_features(
     columns = (
         standardise(retrieval_scores, valid),
         positions,
+        from_towers,
         rating,
         standardise(ranking_scores, rated),
         log_popularity,

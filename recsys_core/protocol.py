@@ -24,7 +24,7 @@ import tensorflow as tf
 from recsys_core import baselines, evaluation, list_ranking, metrics
 from recsys_core.config import ExperimentConfig
 from recsys_core.data.tables import ALL_TIME, InteractionData, group_by_user
-from recsys_core.list_features import LIST_FEATURES, LIST_RANKER, ItemFactors
+from recsys_core.list_features import LIST_FEATURES, LIST_RANKER, ItemFactors, ListRankerInputs
 from recsys_core.models.list_ranker import ListRanker
 from recsys_core.recommend import BundleScorer, RecommendSettings
 from recsys_core.registry import RATING_MODELS
@@ -79,12 +79,12 @@ def select(
     best order without one by more than two standard errors (paired over users).
     Last, the list ranker (`list_ranking.py`, with `list_ranker.enabled`) is fitted on
     the validation users' candidate lists and replaces that choice if its out-of-fold
-    lists beat the chosen ones by more than two standard errors.
+    lists beat the blends' out-of-fold lists (the best blend chosen on the other
+    folds) by more than two standard errors.
 
     Returns:
-        the selection, and the fitted list ranker (None when disabled or without towers).
-        The selection holds:
-        `popularity_window_days` (0: all time) and its `popularity_window_scores`;
+        the selection, and the fitted list ranker (None when disabled). The selection
+        holds `popularity_window_days` (0: all time) and its `popularity_window_scores`;
         `reranker`, `blend_weight` and `popularity_weight` of the best lists; per
         re-ranker, its best weights (`blend_weights`, `popularity_weights`); the EASE
         `ease_l2`; and every validation score (`validation_scores`, keyed
@@ -132,7 +132,7 @@ def select(
     if config.list_ranker.enabled:
         rating_model = config.list_ranker.rating_model if config.list_ranker.rating_model in rerankers else None
         factors = item_factors(fit, ease_l2, config.list_ranker.affinity_rank, held_out.item_cooccurrence)
-        ranking = scorer.with_list_ranker(rating_model, factors)
+        ranking = scorer.with_list_ranker(ListRankerInputs(rating_model, factors, config.list_ranker.extra_candidates))
         fold = list_ranking.folds(held_out.user_ids)
         fitted, ranker_scores = _fit_list_ranker(ranking, held_out, fold, base, config, window)
         # Against the blends' out-of-fold scores too: the best blend is chosen on the users it is scored on.
@@ -142,6 +142,7 @@ def select(
             fitted.model,
             {
                 "rating_model": rating_model,
+                "extra_candidates": config.list_ranker.extra_candidates,
                 "features": list(LIST_FEATURES),
                 "epochs": fitted.epochs,
                 "validation_score": float(np.nanmean(ranker_scores)),
@@ -200,9 +201,7 @@ def _fit_list_ranker(
     fitted = list_ranking.fit_list_ranker(features, labels, fold, config.list_ranker, config.training.seed)
     scores = np.full(len(fold), np.nan)
     for number, model in enumerate(fitted.fold_models):
-        ranking = scorer.with_list_ranker(
-            scorer.list_ranker_rating, scorer.item_factors, lambda f, model=model: model(tf.constant(f)).numpy()
-        )
+        ranking = scorer.with_list_ranker(scorer.list_inputs, lambda f, model=model: model(tf.constant(f)).numpy())
         rows = fold == number
         scores[rows] = _per_user_score(job_lists(settings, ranking), held_out)[rows]
     return fitted, scores

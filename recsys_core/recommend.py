@@ -26,7 +26,14 @@ from recsys_core.bundle import ITEM_FACTORS, bundle_schema, load_bundle, read_by
 from recsys_core.data.tables import group_by_user
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
-from recsys_core.list_features import LIST_RANKER, ItemFactors, candidate_features, unit_rows
+from recsys_core.list_features import (
+    LIST_RANKER,
+    ItemFactors,
+    ListRankerInputs,
+    candidate_features,
+    merge_candidates,
+    unit_rows,
+)
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 from recsys_core.scoring import NEG_INF, ExactIndex, blend, rerank, top_k_popular_unseen, top_k_unseen
 
@@ -54,22 +61,22 @@ class BundleScorer:
         self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
         # Re-rankers rated from per-user and per-item states (older bundles have none: rated pair by pair).
         self.pair_states = {name for name in self.manifest["signatures"] if name.endswith("_candidates")}
-        # The list ranker's inputs: the rating model whose predictions it reads, its item-to-item factors.
-        self.list_ranker_rating = self.manifest.get("list_ranker", {}).get("rating_model")
+        recorded = self.manifest.get("list_ranker", {})
         factors = os.path.join(self.manifest["path"], ITEM_FACTORS)
-        self.item_factors = ItemFactors.from_bytes(read_bytes(factors)) if tf.io.gfile.exists(factors) else None
+        self.list_inputs = ListRankerInputs(
+            recorded.get("rating_model"),
+            ItemFactors.from_bytes(read_bytes(factors)) if tf.io.gfile.exists(factors) else None,
+            int(recorded.get("extra_candidates", 0)),
+        )
         self._list_ranker: Callable[[np.ndarray], np.ndarray] | None = None
 
     def with_list_ranker(
-        self,
-        rating_model: str | None,
-        item_factors: ItemFactors | None,
-        ranker: Callable[[np.ndarray], np.ndarray] | None = None,
+        self, inputs: ListRankerInputs, ranker: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> BundleScorer:
-        """This scorer with a list ranker not (yet) in its bundle, reading `rating_model`'s predictions and
-        `item_factors`: `ranker([users, k, features]) -> [users, k]` (None: only its features are computed)."""
+        """This scorer with a list ranker not (yet) in its bundle, and its `inputs`:
+        `ranker([users, k, features]) -> [users, k]` (None: only its features are computed)."""
         scorer = copy.copy(self)
-        scorer._list_ranker, scorer.list_ranker_rating, scorer.item_factors = ranker, rating_model, item_factors
+        scorer._list_ranker, scorer.list_inputs = ranker, inputs
         return scorer
 
     def rank_lists(self, features: np.ndarray) -> np.ndarray:
@@ -230,8 +237,8 @@ class RecommendSettings:
 def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
     """Embeds every item (and aligns the bundle's item factors with them); `popularity` `[items]` orders the
     fallback."""
-    factors = scorer.item_factors.aligned(items[ITEM_ID]) if scorer.item_factors is not None else None
-    return ItemIndex(items, scorer.embed_items(items), popularity, factors)
+    factors = scorer.list_inputs.item_factors
+    return ItemIndex(items, scorer.embed_items(items), popularity, factors and factors.aligned(items[ITEM_ID]))
 
 
 def user_blocks(
@@ -290,11 +297,13 @@ class CandidateLists:
 
     Attributes:
         query: the query tower's inputs (`query_inputs`); embeddings: `[users, dim]` its outputs.
-        candidates: `[users, top_k]` item indices, retrieval order, -1 empty.
-        retrieval_scores: `[users, top_k]` (popularity for fallback users).
-        ranking_scores: `[users, top_k]` predicted ratings, NaN where none.
+        candidates: `[users, width]` item indices, -1 empty: the retrieval top-K in its order (the first
+            `retrieved` columns), then, for the list ranker, the other sources' (`merge_candidates`).
+        retrieval_scores: `[users, width]` (popularity for fallback users).
+        ranking_scores: `[users, width]` predicted ratings, NaN where none.
         servable: `[users]` bool, served by the model (else by the popularity fallback).
         recall_counts: ScaNN's sampled `(hits, relevant)`.
+        retrieved: how many columns the retrieval top-K takes.
     """
 
     query: dict[str, np.ndarray]
@@ -304,6 +313,7 @@ class CandidateLists:
     ranking_scores: np.ndarray
     servable: np.ndarray
     recall_counts: tuple[int, int]
+    retrieved: int
 
     def features(self, index: ItemIndex, block: UserBlock, rows: np.ndarray) -> np.ndarray:
         """`[len(rows), top_k, features]` the list ranker's inputs (`list_features`) for block rows `rows`."""
@@ -315,6 +325,7 @@ class CandidateLists:
             index.unit_embeddings,
             [block.seen[row] for row in rows],
             index.factors,
+            self.retrieved,
         )
 
 
@@ -338,14 +349,50 @@ def candidate_lists(
     if fallback.any():
         seen = [s for s, unserved in zip(block.seen, fallback, strict=True) if unserved]
         retrieval_scores[fallback], candidates[fallback] = top_k_popular_unseen(index.popularity, seen, settings.top_k)
+    retrieved = candidates.shape[1]
+    extra = scorer.list_inputs.extra_candidates
+    if settings.reranker == LIST_RANKER and extra and servable.any():
+        candidates, retrieval_scores = _other_sources(
+            index, queries, block.seen, servable, candidates, retrieval_scores, extra
+        )
     clock.lap("top_k")
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
-    rating_model = scorer.list_ranker_rating if settings.reranker == LIST_RANKER else settings.reranker
+    rating_model = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
     if rating_model not in (None, "none"):
         users = np.flatnonzero(servable)
         ranking_scores[users] = scorer.rate_candidates(rating_model, query, users, candidates[users], index)
     clock.lap("rerank")
-    return CandidateLists(query, queries, candidates, retrieval_scores, ranking_scores, servable, recall_counts)
+    return CandidateLists(
+        query, queries, candidates, retrieval_scores, ranking_scores, servable, recall_counts, retrieved
+    )
+
+
+def _other_sources(
+    index: ItemIndex,
+    queries: np.ndarray,
+    seen: list[np.ndarray],
+    servable: np.ndarray,
+    top: np.ndarray,
+    top_scores: np.ndarray,
+    extra: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The retrieval top-K `[users, k]` (scores `top_scores`) of the `servable` users merged with the `extra` most
+    popular unseen items in the window and the `extra` unseen items of highest affinity (`ItemFactors`), with the
+    two towers' score of each: `[users, k + sources * extra]` each (other rows keep theirs, then -1 / -inf)."""
+    rows = np.flatnonzero(servable)
+    mine = [seen[row] for row in rows]
+    sources = [top_k_popular_unseen(index.popularity, mine, extra)[1]]
+    if index.factors is not None:
+        affinity = index.cached("affinity", lambda: ExactIndex(index.factors.targets))
+        sources.append(affinity.top_k(index.factors.user_vectors(mine), mine, extra)[1])
+    width = top.shape[1] + extra * len(sources)
+    candidates = np.full((len(top), width), -1, np.int64)
+    scores = np.full((len(top), width), NEG_INF, np.float32)
+    candidates[:, : top.shape[1]], scores[:, : top.shape[1]] = top, top_scores
+    merged = merge_candidates(top[rows], *sources)
+    towers = np.einsum("ud,ukd->uk", queries[rows], index.embeddings[np.maximum(merged, 0)])
+    candidates[rows], scores[rows] = merged, np.where(merged >= 0, towers, NEG_INF)
+    return candidates, scores
 
 
 def recommend_block(

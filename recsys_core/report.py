@@ -64,7 +64,7 @@ _SHOWN = (
 )
 _CURVE = ("recall_at_1", "recall_at_5", "recall_at_10", "recall_at_20", "recall_at_50", "recall_at_100")
 _PROTOCOL = [
-    "Each run trains every model with train.py on the training split less a validation part (10 %, carved "
+    "Each run trains every model with train.py on the training split less a validation part (20 %, carved "
     "from training the same way the test split is carved from the data). The validation part stops each "
     "model's training early and chooses the re-ranker, its blend weight and the EASE regularisation; the "
     "test split is read once, at the end.",

@@ -138,7 +138,8 @@ def _train_and_export(
                 selection_bundle, config, protocol_data["fit"], protocol_data["validation"]
             )
             if list_ranker is not None:
-                manifest["list_ranker"] = {"rating_model": manifest["reranking"]["list_ranker"]["rating_model"]}
+                recorded = manifest["reranking"]["list_ranker"]
+                manifest["list_ranker"] = {key: recorded[key] for key in ("rating_model", "extra_candidates")}
         if config.training.refit:
             bundle.remove(selection_bundle)
             phase = splits.phase("train")

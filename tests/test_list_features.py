@@ -4,7 +4,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_core.list_features import HISTORY_ITEMS, LIST_FEATURES, ItemFactors, candidate_features, unit_rows
+from recsys_core.list_features import (
+    HISTORY_ITEMS,
+    LIST_FEATURES,
+    ItemFactors,
+    candidate_features,
+    merge_candidates,
+    unit_rows,
+)
 
 
 def _column(features, name):
@@ -23,11 +30,14 @@ def test_candidate_features_by_hand():
     ratings = np.array([[4.0, 2.0, np.nan], [np.nan, np.nan, np.nan]], np.float32)
     popularity = np.array([0.0, 1.0, 3.0, 7.0], np.float32)
     seen = [np.array([0, 1]), np.array([3])]
-    features = candidate_features(candidates, retrieval, ratings, popularity, unit_rows(embeddings), seen, factors)
+    unit = unit_rows(embeddings)
+    features = candidate_features(candidates, retrieval, ratings, popularity, unit, seen, factors, retrieved=2)
     assert features.shape == (2, 3, len(LIST_FEATURES))
     assert (features[0, 2] == 0).all()  # the empty slot
     np.testing.assert_allclose(_column(features, "retrieval_z")[0, :2], [1, -1])
+    # The third column came from another source: ranked as "beyond the top-K", and flagged.
     np.testing.assert_allclose(_column(features, "retrieval_rank")[1], np.log1p([0, 1, 2]))
+    np.testing.assert_allclose(_column(features, "retrieved")[1], [1, 1, 0])
     np.testing.assert_allclose(_column(features, "rating")[0, :2], [4, 2])
     np.testing.assert_allclose(_column(features, "rating_z")[1], 0)  # no predictions for user 1
     np.testing.assert_allclose(_column(features, "popularity")[0, :2], np.log1p([3, 7]), rtol=1e-6)
@@ -73,3 +83,11 @@ def test_low_rank_is_the_best_approximation_of_that_rank(rank):
     # Eckart-Young: the error of the best rank-r approximation is the norm of the remaining singular values.
     best = np.sqrt((singular[rank:] ** 2).sum())
     assert np.linalg.norm(matrix - left @ right.T) == pytest.approx(best, rel=1e-3)
+
+
+def test_other_sources_join_after_the_retrieved_candidates_without_repeats():
+    retrieved = np.array([[5, 3, -1], [1, 2, 4]])
+    popular = np.array([[3, 7], [4, 1]])
+    affine = np.array([[7, 9], [8, -1]])
+    merged = merge_candidates(retrieved, popular, affine)
+    np.testing.assert_array_equal(merged, [[5, 3, 7, 9, -1, -1, -1], [1, 2, 4, 8, -1, -1, -1]])
