@@ -91,13 +91,12 @@ def _fit(
     epochs: int | None = None,
 ) -> tuple[ListRanker, int]:
     """A ranker fitted on lists `rows`; with `stop_early`, a seeded share of them stops it (returns its best epoch)."""
-    tf.keras.utils.set_random_seed(seed)
     rows = np.random.default_rng(seed).permutation(rows)
     stop = rows[: int(len(rows) * _STOPPING_SHARE)] if stop_early else rows[:0]
     fit = rows[len(stop) :]
     valid = labels[fit] >= 0
     sample = features[fit][valid]
-    model = ListRanker(sample.mean(axis=0), sample.var(axis=0), config.layers, config.cross_layers, config.l2)
+    model = ListRanker(sample.mean(axis=0), sample.var(axis=0), config.layers, config.cross_layers, config.l2, seed)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.learning_rate))
 
     def batches(part: np.ndarray, shuffle: bool) -> tf.data.Dataset:

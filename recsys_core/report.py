@@ -73,8 +73,8 @@ _PROTOCOL = [
     "interaction, takes the top-K unseen items, re-orders them by the chosen blend of standardised retrieval "
     "score, predicted rating and item popularity (a re-ranker is kept only if it beats no re-ranker on "
     "validation by two standard errors) or by the list ranker (a model trained with a listwise loss on the "
-    "validation users' candidate lists, kept only if its out-of-fold lists beat the blends by two standard "
-    "errors) and keeps the final 20. Popularity counts the interactions of the last N days before the newest "
+    "validation users' candidate lists, kept if its out-of-fold lists beat the blends' out-of-fold lists) and "
+    "keeps the final 20. Popularity counts the interactions of the last N days before the newest "
     "one (N, or all time, chosen on validation). Users the bundle cannot serve get the job's popularity "
     "fallback, as in production; where a split has users without training history, the main lists are also "
     "shown over the users with and without it.",

@@ -292,6 +292,7 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
         (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
         (["--blend-weight", "1.5"], "--blend-weight must be within 0..1"),
         (["--popularity-weight", "-1"], "--popularity-weight must be at least 0"),
+        (["--popularity-window-days", "-7"], "--popularity-window-days must be at least 0"),
         (["--top-k", "0"], "--top-k must be at least 1"),
     ],
 )

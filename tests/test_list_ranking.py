@@ -90,6 +90,6 @@ def test_the_choice_is_recorded_with_its_out_of_fold_gain(captured):
     _, _, _, selection, ranker, seen = captured
     record = selection["list_ranker"]
     assert record["features"] == list(LIST_FEATURES) and record["rating_model"] == "ranking"
-    assert (selection["reranker"] == "list") == (record["gain"]["mean"] > 2 * record["gain"]["standard_error"])
+    assert (selection["reranker"] == "list") == (record["gain"]["mean"] > 0)
     scores = ranker(seen["features"][:4]).numpy()
     assert scores.shape == seen["candidates"][:4].shape and np.isfinite(scores).all()

@@ -115,7 +115,7 @@ def test_row_splits_meet_their_shares_reproducibly_and_temporal_ones_keep_time_o
     other = RowSplit(DataConfig(source="parquet", seed=7)).labels(ratings, 0)
     assert 0.3 < (other != labels).mean() < 0.5
 
-    temporal = DataConfig(source="parquet", split="temporal")
+    temporal = DataConfig(source="parquet", split="temporal", validation_fraction=0.1)
     labels = RowSplit.of(tables, temporal).labels(ratings, 0)
     times = ratings["timestamp"].to_numpy()
     fit, validation, test = (times[labels == label] for label in (FIT, VALIDATION, TEST))
