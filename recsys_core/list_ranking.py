@@ -58,15 +58,22 @@ class FittedListRanker:
     epochs: int
 
 
+def enough_lists(labels: np.ndarray) -> bool:
+    """Whether lists with grades `[users, k]` hold enough held-out items among their candidates to fit a ranker
+    on each fold's complement and stop it early (a few per fold)."""
+    return int((labels > 0).any(axis=1).sum()) >= 5 * FOLDS
+
+
 def fit_list_ranker(features: np.ndarray, labels: np.ndarray, fold: np.ndarray, config: ListRankerConfig, seed: int):
-    """Fits the rankers of `FittedListRanker` on lists `[users, k, features]` with grades `[users, k]`.
+    """Fits the rankers of `FittedListRanker` on lists `[users, k, features]` with grades `[users, k]`
+    (`enough_lists` of them).
 
     Every ranker is the mean of `config.members` fits from consecutive seeds. Lists
     without any held-out item teach nothing and are left out of every fit.
     """
     usable = (labels > 0).any(axis=1)
     fold_models, best = [], []
-    for held in np.unique(fold):
+    for held in range(FOLDS):
         train = np.flatnonzero(usable & (fold != held))
         fits = [_fit(features, labels, train, config, seed + m, stop_early=True) for m in range(config.members)]
         fold_models.append(MeanOfRankers([model for model, _ in fits]))

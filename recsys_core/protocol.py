@@ -132,27 +132,11 @@ def select(
     ease_l2 = float(max(ease_scores, key=ease_scores.get)) if ease_scores else None
     ranker, ranker_record = None, None
     if config.list_ranker.enabled:
-        rating_model = config.list_ranker.rating_model if config.list_ranker.rating_model in rerankers else None
-        factors = item_factors(fit, ease_l2, config.list_ranker.affinity_rank, held_out.item_cooccurrence)
-        ranking = scorer.with_list_ranker(ListRankerInputs(rating_model, factors, config.list_ranker.extra_candidates))
-        fold = list_ranking.folds(held_out.user_ids)
-        fitted, ranker_scores = _fit_list_ranker(ranking, held_out, fold, base, config, window)
-        # Against the blends' out-of-fold scores too: the best blend is chosen on the users it is scored on.
-        blends = [by_point[point] for by_point in per_user_scores.values() for point in by_point]
-        ranker_gain, ranker_error = _paired_gain(ranker_scores, _out_of_fold(blends, fold))
-        ranker, ranker_record = (
-            fitted.model,
-            {
-                "rating_model": rating_model,
-                "extra_candidates": config.list_ranker.extra_candidates,
-                "features": list(LIST_FEATURES),
-                "epochs": fitted.epochs,
-                "validation_score": float(np.nanmean(ranker_scores)),
-                "gain": {"over": "the best blend, out of fold", "mean": ranker_gain, "standard_error": ranker_error},
-            },
+        ranker, ranker_record = _list_ranker_choice(
+            scorer, held_out, base, config, window, ease_l2, rerankers, per_user_scores
         )
-        if ranker_gain > 0:  # both sides out of fold: the better on validation ships, as every other choice
-            chosen = LIST_RANKER
+        if ranker_record is not None and ranker_record["gain"]["mean"] > 0:
+            chosen = LIST_RANKER  # both sides out of fold: the better on validation ships, as every other choice
     selection = {
         "metric": "validation NDCG@10, mean of both relevance definitions (every item; rated >= 4)",
         "popularity_window_days": float(window),
@@ -185,6 +169,41 @@ def _out_of_fold(candidates: list[np.ndarray], fold: np.ndarray) -> np.ndarray:
     return scores
 
 
+def _list_ranker_choice(
+    scorer: BundleScorer,
+    held_out: evaluation.HeldOut,
+    base: RecommendSettings,
+    config: ExperimentConfig,
+    window: float,
+    ease_l2: float | None,
+    rerankers: list[str],
+    blend_scores: dict[str, dict[tuple[float, float], np.ndarray]],
+) -> tuple[ListRanker | None, dict | None]:
+    """The list ranker fitted on the validation lists, and its record: what it reads, its epochs, its out-of-fold
+    validation score and gain over the blends' out-of-fold lists (`blend_scores`: per-user scores of every
+    blend tried, by re-ranker and weights). (None, None) with too few lists."""
+    settings = config.list_ranker
+    rating_model = settings.rating_model if settings.rating_model in rerankers else None
+    factors = item_factors(held_out.seen, ease_l2, settings.affinity_rank, held_out.item_cooccurrence)
+    ranking = scorer.with_list_ranker(ListRankerInputs(rating_model, factors, settings.extra_candidates))
+    fold = list_ranking.folds(held_out.user_ids)
+    fitted, scores = _fit_list_ranker(ranking, held_out, fold, base, config, window)
+    if fitted is None:
+        log.info("list ranker left out: too few validation lists hold a held-out item among their candidates")
+        return None, None
+    # Against the blends' out-of-fold scores: the best blend is chosen on the users it is scored on.
+    blends = [per_user for by_point in blend_scores.values() for per_user in by_point.values()]
+    gain, standard_error = _paired_gain(scores, _out_of_fold(blends, fold))
+    return fitted.model, {
+        "rating_model": rating_model,
+        "extra_candidates": settings.extra_candidates,
+        "features": list(LIST_FEATURES),
+        "epochs": fitted.epochs,
+        "validation_score": float(np.nanmean(scores)),
+        "gain": {"over": "the best blend, out of fold", "mean": gain, "standard_error": standard_error},
+    }
+
+
 def _fit_list_ranker(
     scorer: BundleScorer,
     held_out: evaluation.HeldOut,
@@ -192,14 +211,16 @@ def _fit_list_ranker(
     base: RecommendSettings,
     config: ExperimentConfig,
     window: float,
-) -> tuple[list_ranking.FittedListRanker, np.ndarray]:
+) -> tuple[list_ranking.FittedListRanker | None, np.ndarray | None]:
     """The list ranker fitted on the validation users' candidate lists (`scorer` gives its inputs), and
     `[users]` the scores of its out-of-fold lists: each fold's users as the job would list them with the
-    ranker fitted on the other fold."""
+    ranker fitted on the other folds. (None, None) with too few lists (`list_ranking.enough_lists`)."""
     settings = dataclasses.replace(base, reranker=LIST_RANKER)
     job_lists = evaluation.JobLists(scorer, held_out, window)
     candidates, features = job_lists.candidates(settings)
     labels = list_ranking.list_labels(candidates, held_out.relevant, held_out.liked)
+    if not list_ranking.enough_lists(labels):
+        return None, None
     fitted = list_ranking.fit_list_ranker(features, labels, fold, config.list_ranker, config.training.seed)
     scores = np.full(len(fold), np.nan)
     for number, model in enumerate(fitted.fold_models):
