@@ -140,8 +140,8 @@ class JobLists:
 
     def candidates(self, settings: RecommendSettings) -> tuple[np.ndarray, np.ndarray]:
         """What the job's list ranker would order, per held-out user (in `user_ids` order): candidates
-        `[users, top_k]` (-1 empty) and their features `[users, top_k, features]`; users served by the
-        popularity fallback have no candidates."""
+        `[users, width]` (-1 empty; the retrieval top-K and the other sources', `recommend.CandidateLists`) and
+        their features `[users, width, features]`; users served by the popularity fallback have no candidates."""
         candidates, features = [], []
         for block in self._blocks:
             lists = candidate_lists(self._scorer, block, self._index, settings)

@@ -316,7 +316,7 @@ class CandidateLists:
     retrieved: int
 
     def features(self, index: ItemIndex, block: UserBlock, rows: np.ndarray) -> np.ndarray:
-        """`[len(rows), top_k, features]` the list ranker's inputs (`list_features`) for block rows `rows`."""
+        """`[len(rows), width, features]` the list ranker's inputs (`list_features`) for block rows `rows`."""
         return candidate_features(
             self.candidates[rows],
             self.retrieval_scores[rows],
