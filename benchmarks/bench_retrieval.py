@@ -61,7 +61,7 @@ def train_bundle(data: DataConfig, directory: str, dim: int) -> str:
 def embeddings(bundle: str, data) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """`[users, dim]` query embeddings, `[items, dim]` item embeddings and every user's seen items."""
     scorer = BundleScorer(bundle)
-    index = build_item_index(scorer, data.items, np.zeros(data.items.num_rows, np.float32))
+    index = build_item_index(scorer, data.items)
     queries, seen = [], []
     for block in user_blocks(data.users, data.ratings, data.items, block_size=4096):
         query = query_inputs(block, index, scorer.schema, 1_795_000_000, scorer.history_length)

@@ -40,13 +40,13 @@ from jobs.sources import JobInputs, locate_inputs
 from jobs.transforms import (
     DEAD,
     NAMESPACE,
+    Activity,
     BuildUserBlocks,
     CheckRows,
     CountDistinctItems,
     DeadLetters,
     EmbedItems,
     ItemEmbeddings,
-    Popularity,
     ReadTable,
     RecommendUsers,
     SimilarItems,
@@ -113,8 +113,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     grouped = (users, checked[INTERACTIONS]["rows"]) | "GroupUsers" >> BuildUserBlocks(
         rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index, spill
     )
-    popularity = checked[INTERACTIONS]["rows"] | "Popularity" >> Popularity(index, settings.popularity_window_days)
-    scored = grouped["blocks"] | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index, popularity)
+    activity = checked[INTERACTIONS]["rows"] | "Activity" >> Activity(index, settings.popularity_window_days)
+    scored = grouped["blocks"] | "RecommendUsers" >> RecommendUsers(settings.bundle, recommend, index, activity)
     scored[outputs.RECOMMENDATIONS] | "DistinctItems" >> CountDistinctItems()
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
     write(outputs.USER_EMBEDDINGS, scored[outputs.USER_EMBEDDINGS])

@@ -14,8 +14,8 @@ from jobs.gate import Gate, parse_metric_floors
 from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
-from recsys_core.data.tables import ALL_TIME
-from recsys_core.list_features import LIST_RANKER
+from recsys_core.data.activity import ALL_TIME
+from recsys_core.list_features import LIST_FEATURES, LIST_RANKER
 from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
 
@@ -286,6 +286,13 @@ def _reranking(
     if reranker != "none" and reranker not in rerankers:
         raise ValueError(
             f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"
+        )
+    features = chosen.get("list_ranker", {}).get("features")
+    if reranker == LIST_RANKER and features != list(LIST_FEATURES):
+        raise ValueError(
+            f"bundle {manifest['path']}: its list ranker reads the features {features}, this version computes "
+            f"{list(LIST_FEATURES)}; retrain it with this version (python train.py), or leave the list ranker out "
+            "with --reranker ranking (or none)"
         )
     if blend_weight is None:
         blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0 if reranker != "none" else 0.0)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import operator
 import os
 import threading
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
@@ -29,7 +31,15 @@ from apache_beam.utils.shared import Shared
 
 from jobs.sources import JobInputs
 from recsys_core import outputs
-from recsys_core.data.tables import ALL_TIME, newest_time, trending, window_start
+from recsys_core.data.activity import (
+    ALL_TIME,
+    NEVER,
+    RECENT_WINDOWS_DAYS,
+    ItemActivity,
+    newest_time,
+    trending,
+    window_start,
+)
 from recsys_core.faults import fault_point
 from recsys_core.recommend import (
     BundleScorer,
@@ -239,41 +249,58 @@ def _item_counts(rows: pa.Table, since: int | None = None) -> tuple[list, list]:
     return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
 
 
+def _item_first_times(rows: pa.Table) -> tuple[list, list]:
+    """Sparse `(item ids, time of each one's first interaction)` in `rows`."""
+    first = rows.group_by(ITEM_ID).aggregate([(TIMESTAMP, "min")])
+    return first[ITEM_ID].to_pylist(), first[f"{TIMESTAMP}_min"].to_pylist()
+
+
 def _latest(times) -> int | None:
     return max((t for t in times if t is not None), default=None)
 
 
-class _SumCounts(beam.CombineFn):
-    """Sparse `(item ids, counts)` pairs -> {item id: total count}."""
+class _ByItem(beam.CombineFn):
+    """Sparse `(item ids, values)` pairs -> {item id: the values of that id combined by `combine`}."""
+
+    def __init__(self, combine: Callable[[int, int], int]) -> None:
+        self._combine = combine
 
     def create_accumulator(self) -> dict:
         return {}
 
-    def add_input(self, totals: dict, counts) -> dict:
-        for item, count in zip(*counts, strict=True):
-            totals[item] = totals.get(item, 0) + count
-        return totals
+    def add_input(self, merged: dict, pairs) -> dict:
+        for item, value in zip(*pairs, strict=True):
+            merged[item] = self._combine(merged[item], value) if item in merged else value
+        return merged
 
     def merge_accumulators(self, accumulators) -> dict:
         merged = {}
-        for totals in accumulators:
-            self.add_input(merged, (totals.keys(), totals.values()))
+        for by_item in accumulators:
+            self.add_input(merged, (by_item.keys(), by_item.values()))
         return merged
 
-    def extract_output(self, totals: dict) -> dict:
-        return totals
+    def extract_output(self, merged: dict) -> dict:
+        return merged
 
 
-def _dense(totals: dict, index: ItemIndex) -> np.ndarray:
-    return np.array([totals.get(item, 0) for item in index.items[ITEM_ID].to_pylist()], np.float32)
+def _dense(by_item: dict, index: ItemIndex, missing: int = 0, dtype=np.float32) -> np.ndarray:
+    return np.array([by_item.get(item, missing) for item in index.items[ITEM_ID].to_pylist()], dtype)
 
 
-class Popularity(beam.PTransform):
-    """Checked interactions -> `[items]` popularity per catalogue item (the fallback's order), one element.
+def _activity(newest, window_days: float, all_time: np.ndarray, first_seen: np.ndarray, windows: dict):
+    """The `ItemActivity` assembled from its parts (`windows`: `{days: [items] counts}`)."""
+    popularity = all_time if window_days == ALL_TIME else trending(windows[window_days], all_time)
+    recent = np.stack([*(windows[days] for days in RECENT_WINDOWS_DAYS), all_time], axis=1)
+    return ItemActivity(popularity, recent, first_seen, newest)
 
-    `tables.item_popularity` over the job's rows: with a window of `window_days`,
-    the interactions of the last `window_days` days up to the newest checked one
-    (ties broken by all-time counts), else all of them. It counts every
+
+class Activity(beam.PTransform):
+    """Checked interactions -> the catalogue's `ItemActivity` (the fallback's order, the list ranker's time
+    features), one element.
+
+    `activity.item_activity` over the job's rows: the clock is the newest checked
+    interaction; the popularity counts the interactions of the last `window_days`
+    days up to it (ties broken by all-time counts), or all of them. It counts every
     interaction that passed the row checks, before grouping, so that scoring does
     not wait for all users to be grouped (and the groups need not be held
     anywhere): a duplicate event or an interaction of a user unknown to the users
@@ -284,19 +311,31 @@ class Popularity(beam.PTransform):
         super().__init__()
         self._index, self._window_days = index, window_days
 
-    def _counts(self, interactions, label: str, since=None):
-        counts = interactions | f"Count{label}" >> beam.Map(_item_counts, since=since)
-        totals = counts | f"Sum{label}" >> beam.CombineGlobally(_SumCounts())
-        return totals | f"Dense{label}" >> beam.Map(_dense, index=beam.pvalue.AsSingleton(self._index))
+    def _by_item(self, pairs, label: str, combine, missing: int = 0, dtype=np.float32):
+        by_item = pairs | f"Combine{label}" >> beam.CombineGlobally(_ByItem(combine))
+        index = beam.pvalue.AsSingleton(self._index)
+        return by_item | f"Dense{label}" >> beam.Map(_dense, index=index, missing=missing, dtype=dtype)
 
     def expand(self, interactions):
-        all_time = self._counts(interactions, "")
-        if self._window_days == ALL_TIME:
-            return all_time
         newest = interactions | "Newest" >> beam.Map(newest_time) | "Latest" >> beam.CombineGlobally(_latest)
-        since = newest | "WindowStart" >> beam.Map(window_start, self._window_days)
-        recent = self._counts(interactions, "Recent", beam.pvalue.AsSingleton(since))
-        return recent | "Trending" >> beam.Map(trending, all_time=beam.pvalue.AsSingleton(all_time))
+        counts = interactions | "Count" >> beam.Map(_item_counts)
+        all_time = self._by_item(counts, "Counts", operator.add)
+        firsts = interactions | "FirstTimes" >> beam.Map(_item_first_times)
+        first_seen = self._by_item(firsts, "FirstTimes", min, NEVER, np.int64)
+        windows = []
+        for days in sorted({*RECENT_WINDOWS_DAYS, self._window_days} - {ALL_TIME}):
+            label = f"Last{days:g}Days".replace(".", "_")
+            since = newest | f"Start{label}" >> beam.Map(window_start, days)
+            recent = interactions | f"Count{label}" >> beam.Map(_item_counts, since=beam.pvalue.AsSingleton(since))
+            dense = self._by_item(recent, label, operator.add)
+            windows.append(dense | f"Key{label}" >> beam.Map(lambda counts, days=days: (days, counts)))
+        return newest | "Activity" >> beam.Map(
+            _activity,
+            self._window_days,
+            all_time=beam.pvalue.AsSingleton(all_time),
+            first_seen=beam.pvalue.AsSingleton(first_seen),
+            windows=beam.pvalue.AsDict(windows | "Windows" >> beam.Flatten()),
+        )
 
 
 class BuildUserBlocks(beam.PTransform):
@@ -346,7 +385,7 @@ class _EmbedItemsFn(_WithBundle):
     def process(self, deduplicated: tuple[pa.Table, pa.Table]):
         items, dead = deduplicated
         count_dead(dead)
-        yield build_item_index(self.scorer, items, np.zeros(items.num_rows, np.float32))
+        yield build_item_index(self.scorer, items)
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead)
 
@@ -377,17 +416,17 @@ class _RecommendFn(_WithBundle):
 
     def setup(self) -> None:
         super().setup()
-        self._with_popularity = None  # (index, popularity, the index carrying that popularity)
+        self._with_activity = None  # (index, activity, the index carrying that activity)
         self._in_flight = 2 * _tensorflow_threads()
         self._pool = ThreadPoolExecutor(max_workers=self._in_flight, thread_name_prefix="recommend")
 
     def start_bundle(self) -> None:
         self._pending = collections.deque()
 
-    def process(self, named_block, index: ItemIndex, popularity: np.ndarray):
+    def process(self, named_block, index: ItemIndex, activity: ItemActivity):
         fault_point("job:score")
         name, block = named_block
-        index = self._index_with(index, popularity)
+        index = self._index_with(index, activity)
         self._pending.append((name, self._pool.submit(recommend_block, self.scorer, block, index, self._settings)))
         while len(self._pending) > self._in_flight:
             yield from self._emit_oldest(lambda value: value)
@@ -407,13 +446,13 @@ class _RecommendFn(_WithBundle):
         yield wrap((name, recommendations))
         yield beam.pvalue.TaggedOutput(outputs.USER_EMBEDDINGS, wrap((name, embeddings)))
 
-    def _index_with(self, index: ItemIndex, popularity: np.ndarray) -> ItemIndex:
-        """The index carrying `popularity`, built once per worker: side inputs are the same objects for
+    def _index_with(self, index: ItemIndex, activity: ItemActivity) -> ItemIndex:
+        """The index carrying `activity`, built once per worker: side inputs are the same objects for
         every block (a new ItemIndex per block would also recompute its cached item-id bytes)."""
-        cached = self._with_popularity
-        if cached is None or cached[0] is not index or cached[1] is not popularity:
-            cached = (index, popularity, dataclasses.replace(index, popularity=popularity.astype(np.float32)))
-            self._with_popularity = cached
+        cached = self._with_activity
+        if cached is None or cached[0] is not index or cached[1] is not activity:
+            cached = (index, activity, dataclasses.replace(index, activity=activity))
+            self._with_activity = cached
         return cached[2]
 
 
@@ -430,13 +469,13 @@ class RecommendUsers(beam.PTransform):
     re-rank, popularity fallback for users the model cannot serve.
     """
 
-    def __init__(self, bundle: str, settings: RecommendSettings, index, popularity) -> None:
+    def __init__(self, bundle: str, settings: RecommendSettings, index, activity) -> None:
         super().__init__()
-        self._bundle, self._settings, self._index, self._popularity = bundle, settings, index, popularity
+        self._bundle, self._settings, self._index, self._activity = bundle, settings, index, activity
 
     def expand(self, blocks):
         recommend = _RecommendFn(self._bundle, self._settings)
-        side = dict(index=beam.pvalue.AsSingleton(self._index), popularity=beam.pvalue.AsSingleton(self._popularity))
+        side = dict(index=beam.pvalue.AsSingleton(self._index), activity=beam.pvalue.AsSingleton(self._activity))
         return blocks | "EmbedRetrieveRerank" >> beam.ParDo(recommend, **side).with_outputs(
             outputs.USER_EMBEDDINGS, main=outputs.RECOMMENDATIONS
         )

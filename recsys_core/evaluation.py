@@ -19,7 +19,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core import baselines, metrics
-from recsys_core.data.tables import ALL_TIME, InteractionData, group_by_user, item_counts, item_popularity
+from recsys_core.data.activity import ALL_TIME, ItemActivity, item_activity
+from recsys_core.data.tables import InteractionData, group_by_user
 from recsys_core.recommend import (
     BundleScorer,
     RecommendSettings,
@@ -64,14 +65,12 @@ class HeldOut:
         user_ids: `[users]` the users with at least one held-out interaction.
         relevant: per user, indices into `seen.items` of every held-out item.
         liked: per user, the held-out items rated at least `LIKED_RATING`.
-        popularity: `[items]` interaction counts in `seen` (all time: the exposure figures' bins).
     """
 
     seen: InteractionData
     user_ids: pa.Array
     relevant: list[np.ndarray]
     liked: list[np.ndarray]
-    popularity: np.ndarray
 
     @classmethod
     def build(cls, seen: InteractionData, held_out: InteractionData) -> HeldOut:
@@ -80,7 +79,7 @@ class HeldOut:
         relevant, _ = group_by_user(held_out.ratings, user_ids, items)
         liked_ratings = held_out.ratings.filter(pc.greater_equal(held_out.ratings[RATING], LIKED_RATING))
         liked, _ = group_by_user(liked_ratings, user_ids, items)
-        return cls(seen, user_ids, relevant, liked, item_counts(seen.ratings, items))
+        return cls(seen, user_ids, relevant, liked)
 
     @functools.cached_property
     def item_cooccurrence(self) -> np.ndarray:
@@ -100,15 +99,25 @@ class HeldOut:
         return np.array([len(items) > 0 for items in self.seen_items], dtype=bool)
 
     @functools.cached_property
-    def _popularity_by_window(self) -> dict[float, np.ndarray]:
+    def _activity_by_window(self) -> dict[float, ItemActivity]:
         return {}
 
-    def popularity_in(self, window_days: float) -> np.ndarray:
-        """`[items]` popularity as of the newest interaction of `seen` (`tables.item_popularity`), kept per window."""
-        by_window = self._popularity_by_window
+    def activity_in(self, window_days: float) -> ItemActivity:
+        """The items' activity in `seen` with the popularity of a `window_days` window (`activity.item_activity`),
+        as the job computes it from the same rows; kept per window."""
+        by_window = self._activity_by_window
         if window_days not in by_window:
-            by_window[window_days] = item_popularity(self.seen.ratings, self.seen.items[ITEM_ID], window_days)
+            by_window[window_days] = item_activity(self.seen.ratings, self.seen.items[ITEM_ID], window_days)
         return by_window[window_days]
+
+    def popularity_in(self, window_days: float) -> np.ndarray:
+        """`[items]` popularity in the last `window_days` days of `seen` (`activity.item_popularity`)."""
+        return self.activity_in(window_days).popularity
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """`[items]` interaction counts in `seen` (all time: the exposure figures' bins)."""
+        return self.popularity_in(ALL_TIME)
 
 
 class JobLists:
@@ -128,7 +137,7 @@ class JobLists:
         self._scorer = scorer
         self._held_out = held_out
         self._blocks = user_blocks(users, data.ratings, data.items, block_size)
-        self._index = build_item_index(scorer, data.items, held_out.popularity_in(window_days))
+        self._index = build_item_index(scorer, data.items, held_out.activity_in(window_days))
 
     def __call__(self, settings: RecommendSettings, scorer: BundleScorer | None = None) -> np.ndarray:
         """`[users, final_k]` item indices into `seen.items`, -1 empty (`scorer`: another one of the same bundle,

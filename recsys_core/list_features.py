@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recsys_core.data.activity import RECENT_WINDOWS_DAYS, ItemActivity
 from recsys_core.scoring import standardise
 
 LIST_FEATURES = (
@@ -31,6 +32,12 @@ LIST_FEATURES = (
     "user_activity",  # log(1 + items the user has seen)
     "item_affinity",  # the candidate's item-to-item score from everything the user has seen (`ItemFactors`)
     "item_affinity_z",  # the same, z-scored over the list
+    # log(1 + the candidate's interactions in the last 7 and 30 days up to the newest one), and all time
+    *(f"popularity_{days}_days" for days in RECENT_WINDOWS_DAYS),
+    "popularity_all_time",
+    "trend",  # popularity in the shortest window minus in the next one: rising (near 0) or fading (negative)
+    "item_age",  # log(1 + days since its first interaction)
+    "user_recency",  # log(1 + days since the user's last interaction)
 )
 HISTORY_ITEMS = 10
 LIST_RANKER = "list"  # the re-ranker choice (and bundle signature) that orders lists by the list ranker
@@ -131,9 +138,10 @@ def candidate_features(
     candidates: np.ndarray,
     retrieval_scores: np.ndarray,
     ranking_scores: np.ndarray,
-    popularity: np.ndarray,
+    activity: ItemActivity,
     unit_embeddings: np.ndarray,
     seen: list[np.ndarray],
+    last_seen: np.ndarray,
     factors: ItemFactors | None = None,
     retrieved: int | None = None,
 ) -> np.ndarray:
@@ -142,9 +150,10 @@ def candidate_features(
     Args:
         candidates: `[users, k]` item indices in retrieval order, -1 for empty slots.
         retrieval_scores: `[users, k]`; ranking_scores: `[users, k]` predicted ratings, NaN where none.
-        popularity: `[items]` the index's popularity (`tables.item_popularity`).
+        activity: the index's items' popularity and age, as of the newest interaction (`ItemActivity`).
         unit_embeddings: `[items, dim]` unit-length candidate-tower embeddings (`unit_rows`).
         seen: per user, the item indices they interacted with, most recent last.
+        last_seen: `[users]` time of each user's last interaction (seconds), -1 if none.
         factors: the index's item-to-item factors (rows aligned with the items); None: affinity 0.
         retrieved: the first `retrieved` columns are the two towers' top-K (default: every column).
 
@@ -155,7 +164,10 @@ def candidate_features(
     items = np.maximum(candidates, 0)
     rated = valid & ~np.isnan(ranking_scores)
     rating = np.where(rated, ranking_scores, 0.0)
-    log_popularity = np.log1p(np.maximum(popularity[items], 0.0))
+    log_popularity = np.log1p(np.maximum(activity.popularity[items], 0.0))
+    log_recent = np.log1p(activity.recent[items])  # [users, k, windows + all time]
+    age = np.log1p(activity.age_days()[items])
+    recency = np.broadcast_to(np.log1p(activity.days_since(last_seen))[:, None], candidates.shape)
     retrieved = candidates.shape[1] if retrieved is None else retrieved
     columns = np.arange(candidates.shape[1])
     positions = np.broadcast_to(np.log1p(np.minimum(columns, retrieved).astype(np.float64)), candidates.shape)
@@ -186,6 +198,10 @@ def candidate_features(
         activity,
         affinity,
         standardise(affinity, valid),
+        *(log_recent[..., column] for column in range(len(RECENT_WINDOWS_DAYS) + 1)),
+        log_recent[..., 0] - log_recent[..., 1],
+        age,
+        recency,
     )
     features = np.stack(columns, axis=-1).astype(np.float32)
     return np.where(valid[:, :, None], features, 0.0).astype(np.float32)

@@ -23,7 +23,8 @@ import tensorflow as tf
 
 from recsys_core import baselines, evaluation, list_ranking, metrics
 from recsys_core.config import ExperimentConfig
-from recsys_core.data.tables import ALL_TIME, InteractionData, group_by_user
+from recsys_core.data.activity import ALL_TIME
+from recsys_core.data.tables import InteractionData, group_by_user
 from recsys_core.list_features import LIST_FEATURES, LIST_RANKER, ItemFactors, ListRankerInputs
 from recsys_core.models.list_ranker import ListRanker
 from recsys_core.recommend import BundleScorer, RecommendSettings

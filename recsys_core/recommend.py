@@ -23,6 +23,7 @@ import tensorflow as tf
 from recsys_core import outputs
 from recsys_core.ann import ScannConfig, ScannIndex, recall
 from recsys_core.bundle import ITEM_FACTORS, bundle_schema, load_bundle, read_bytes, read_text
+from recsys_core.data.activity import ItemActivity
 from recsys_core.data.tables import group_by_user
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
 from recsys_core.features.history import history_matrix
@@ -153,18 +154,18 @@ class BundleScorer:
 
 @dataclasses.dataclass
 class ItemIndex:
-    """All items with their embeddings and popularity, shared by every user block.
+    """All items with their embeddings and activity, shared by every user block.
 
     Attributes:
         items: the items table (the bundle schema's), row i is item index i.
         embeddings: `[items, dim]` float32.
-        popularity: `[items]` interaction counts, for the fallback.
+        activity: the items' popularity (the fallback's order) and age, as of the newest interaction.
         factors: the bundle's item-to-item factors, rows aligned with `items` (None without).
     """
 
     items: pa.Table
     embeddings: np.ndarray
-    popularity: np.ndarray
+    activity: ItemActivity
     factors: ItemFactors | None = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -174,6 +175,11 @@ class ItemIndex:
             if key not in self._cache:
                 self._cache[key] = make()
             return self._cache[key]
+
+    @property
+    def popularity(self) -> np.ndarray:
+        """`[items]` the order of the fallback and the popularity prior (`ItemActivity.popularity`)."""
+        return self.activity.popularity
 
     @functools.cached_property
     def unit_embeddings(self) -> np.ndarray:
@@ -234,11 +240,12 @@ class RecommendSettings:
     recall_sample_every: int = 100
 
 
-def build_item_index(scorer: BundleScorer, items: pa.Table, popularity: np.ndarray) -> ItemIndex:
-    """Embeds every item (and aligns the bundle's item factors with them); `popularity` `[items]` orders the
-    fallback."""
+def build_item_index(scorer: BundleScorer, items: pa.Table, activity: ItemActivity | None = None) -> ItemIndex:
+    """Embeds every item (and aligns the bundle's item factors with them); `activity` (default: none yet) orders
+    the fallback."""
     factors = scorer.list_inputs.item_factors
-    return ItemIndex(items, scorer.embed_items(items), popularity, factors and factors.aligned(items[ITEM_ID]))
+    activity = activity or ItemActivity.none(items.num_rows)
+    return ItemIndex(items, scorer.embed_items(items), activity, factors and factors.aligned(items[ITEM_ID]))
 
 
 def user_blocks(
@@ -321,9 +328,10 @@ class CandidateLists:
             self.candidates[rows],
             self.retrieval_scores[rows],
             self.ranking_scores[rows],
-            index.popularity,
+            index.activity,
             index.unit_embeddings,
             [block.seen[row] for row in rows],
+            block.last_seen[rows],
             index.factors,
             self.retrieved,
         )

@@ -211,8 +211,9 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
     from apache_beam.testing.util import assert_that, equal_to
 
     from jobs.sources import JobInputs
-    from jobs.transforms import BuildUserBlocks, CheckRows, EmbedItems, Popularity, ReadTable, RecommendUsers
-    from recsys_core.data.tables import item_counts, item_popularity
+    from jobs.transforms import Activity, BuildUserBlocks, CheckRows, EmbedItems, ReadTable, RecommendUsers
+    from recsys_core.data.activity import item_activity
+    from recsys_core.data.tables import item_counts
     from recsys_core.recommend import RecommendSettings
     from recsys_core.validation import Rules
 
@@ -223,7 +224,11 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
     )
     rules = Rules(ml100k.schema, latest_timestamp=2_000_000_000)
     settings = RecommendSettings(top_k=30, final_k=7, reranker="dlrm", timestamp=893_000_000, run_id="t")
-    expected_popularity = item_counts(ratings, ml100k.items["item_id"])
+    item_ids = ml100k.items["item_id"]
+
+    def as_lists(activity):
+        return [activity.popularity.tolist(), activity.recent.tolist(), activity.first_seen.tolist(), activity.newest]
+
     with TestPipeline() as pipeline:
         checked = {
             t: pipeline | f"Read{t}" >> ReadTable(inputs, t) | f"Check{t}" >> CheckRows(t, rules)
@@ -233,24 +238,25 @@ def test_composites_under_test_pipeline(ml100k_bundle, ml100k, tmp_path, spill):
         grouped = (checked["users"]["rows"], checked["interactions"]["rows"]) | BuildUserBlocks(
             rules, True, buckets=3, block_size=64, max_seen=10_000, index=index, spill=str(tmp_path) if spill else None
         )
-        popularity = checked["interactions"]["rows"] | Popularity(index)
+        activity = checked["interactions"]["rows"] | Activity(index)
         assert_that(
-            popularity | beam.Map(lambda p: bool(np.array_equal(p, expected_popularity))),
-            equal_to([True]),
-            label="PopularityIsEveryInteraction",
+            activity | beam.Map(as_lists),
+            equal_to([as_lists(item_activity(ratings, item_ids))]),
+            label="ActivityAsInTraining",
         )
         # A 14-day window, as training's protocol computes it from the same rows.
-        recent = checked["interactions"]["rows"] | "RecentPopularity" >> Popularity(index, 14.0)
-        expected_recent = item_popularity(ratings, ml100k.items["item_id"], 14.0)
-        assert 0 < (expected_recent >= 1).sum() < (expected_popularity >= 1).sum()  # the window counts fewer
+        recent = checked["interactions"]["rows"] | "RecentActivity" >> Activity(index, 14.0)
+        expected_recent = item_activity(ratings, item_ids, 14.0)
+        counts = item_counts(ratings, item_ids)
+        assert 0 < (expected_recent.popularity >= 1).sum() < (counts >= 1).sum()  # the window counts fewer
         assert_that(
-            recent | "RecentAsList" >> beam.Map(lambda p: p.tolist()),
-            equal_to([expected_recent.tolist()]),
-            label="RecentPopularityAsInTraining",
+            recent | "RecentAsLists" >> beam.Map(as_lists),
+            equal_to([as_lists(expected_recent)]),
+            label="RecentActivityAsInTraining",
         )
         sizes = grouped["blocks"] | "BlockSizes" >> beam.Map(lambda named: named[1].users.num_rows <= 64)
         assert_that(sizes | "AllSmall" >> beam.Distinct(), equal_to([True]), label="BlocksOfAtMost64")
-        scored = grouped["blocks"] | RecommendUsers(ml100k_bundle, settings, index, popularity)
+        scored = grouped["blocks"] | RecommendUsers(ml100k_bundle, settings, index, activity)
         rows = scored[outputs.RECOMMENDATIONS] | "Rows" >> beam.FlatMap(lambda named: named[1].to_pylist())
         per_user = rows | "ByUser" >> beam.Map(lambda r: (r["user_id"], r["rank"])) | beam.combiners.Count.PerKey()
         counts = per_user | "Counts" >> beam.Values() | "DistinctCounts" >> beam.Distinct()
@@ -299,6 +305,16 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
 def test_bad_options_are_named(ml100k_bundle, tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):
         batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path / "out"), *flags])
+
+
+def test_a_list_ranker_reading_other_features_is_refused_at_launch():
+    """A bundle from a version whose list ranker read other features (say, before the time features)."""
+    from jobs.options import _reranking
+
+    manifest = {"path": "old", "signatures": {"list": {}}, "reranking": {"list_ranker": {"features": ["rating"]}}}
+    with pytest.raises(ValueError, match=r"bundle old: its list ranker reads the features \['rating'\].*retrain"):
+        _reranking(manifest, "list", None, None)
+    assert _reranking(manifest, "none", None, None) == ("none", 0.0, 0.0)  # the rest of the bundle still serves
 
 
 def test_unwritable_output_is_reported(ml100k_bundle, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from recsys_core.data.activity import DAY_SECONDS, NEVER, ItemActivity
 from recsys_core.list_features import (
     HISTORY_ITEMS,
     LIST_FEATURES,
@@ -28,10 +29,17 @@ def test_candidate_features_by_hand():
     candidates = np.array([[2, 3, -1], [0, 1, 2]])
     retrieval = np.array([[2.0, 1.0, -np.inf], [3.0, 2.0, 1.0]], np.float32)
     ratings = np.array([[4.0, 2.0, np.nan], [np.nan, np.nan, np.nan]], np.float32)
-    popularity = np.array([0.0, 1.0, 3.0, 7.0], np.float32)
+    newest = 100 * DAY_SECONDS
+    activity = ItemActivity(
+        popularity=np.array([0.0, 1.0, 3.0, 7.0], np.float32),
+        recent=np.array([[0, 0, 2], [1, 1, 1], [0, 3, 3], [2, 5, 9]], np.float32),  # 7 days, 30 days, all time
+        first_seen=np.array([newest - 50 * DAY_SECONDS, newest, newest - 9 * DAY_SECONDS, NEVER]),
+        newest=newest,
+    )
     seen = [np.array([0, 1]), np.array([3])]
+    last_seen = np.array([newest - 2 * DAY_SECONDS, newest])
     unit = unit_rows(embeddings)
-    features = candidate_features(candidates, retrieval, ratings, popularity, unit, seen, factors, retrieved=2)
+    features = candidate_features(candidates, retrieval, ratings, activity, unit, seen, last_seen, factors, retrieved=2)
     assert features.shape == (2, 3, len(LIST_FEATURES))
     assert (features[0, 2] == 0).all()  # the empty slot
     np.testing.assert_allclose(_column(features, "retrieval_z")[0, :2], [1, -1])
@@ -50,6 +58,14 @@ def test_candidate_features_by_hand():
     # User 1: [1, 1]; candidates 0, 1, 2: [1, 1] -> 2, [2, 0] -> 2, [0, 3] -> 3.
     np.testing.assert_allclose(_column(features, "item_affinity"), [[6, 1, 0], [2, 2, 3]])
     np.testing.assert_allclose(_column(features, "item_affinity_z")[0, :2], [1, -1])
+    # Time: candidates 2 and 3 of user 0, then 0, 1, 2 of user 1.
+    np.testing.assert_allclose(_column(features, "popularity_7_days")[0, :2], np.log1p([0, 2]), rtol=1e-6)
+    np.testing.assert_allclose(_column(features, "popularity_30_days")[1], np.log1p([0, 1, 3]), rtol=1e-6)
+    np.testing.assert_allclose(_column(features, "popularity_all_time")[0, :2], np.log1p([3, 9]), rtol=1e-6)
+    np.testing.assert_allclose(_column(features, "trend")[0, :2], [-np.log1p(3), np.log1p(2) - np.log1p(5)], rtol=1e-6)
+    np.testing.assert_allclose(_column(features, "item_age")[1], np.log1p([50, 0, 9]), rtol=1e-6)
+    np.testing.assert_allclose(_column(features, "item_age")[0, 1], 0)  # never seen: no age
+    np.testing.assert_allclose(_column(features, "user_recency")[:, 0], np.log1p([2, 0]), rtol=1e-6)
 
 
 def test_history_cosines_read_only_the_last_items():
@@ -57,7 +73,8 @@ def test_history_cosines_read_only_the_last_items():
     seen = [np.arange(HISTORY_ITEMS + 1)]  # item 0 is the oldest: one too many to be read
     candidates = np.array([[0, HISTORY_ITEMS]])
     zeros = np.zeros(candidates.shape, np.float32)
-    features = candidate_features(candidates, zeros, zeros * np.nan, np.ones(12, np.float32), embeddings, seen)
+    activity = ItemActivity.none(HISTORY_ITEMS + 2)
+    features = candidate_features(candidates, zeros, zeros * np.nan, activity, embeddings, seen, np.array([-1]))
     np.testing.assert_allclose(_column(features, "history_cosine_max")[0], [0, 1])
     np.testing.assert_allclose(_column(features, "item_affinity")[0], 0)  # no factors: no affinity
 

@@ -77,12 +77,24 @@ def test_features_use_only_interactions_up_to_the_query_time(captured):
         )
     expected = np.log1p(popularity[np.maximum(candidates, 0)])
     np.testing.assert_allclose(features[..., LIST_FEATURES.index("popularity")][valid], expected[valid], rtol=1e-5)
+    # The item's recent counts and age, and the user's recency, as of the query time, from the fitting part.
+    week = ratings[ratings["timestamp"] > query_time - 7 * 86_400]["item_id"].value_counts()
+    expected = np.log1p(week.reindex(order, fill_value=0).to_numpy()[np.maximum(candidates, 0)])
+    np.testing.assert_allclose(
+        features[..., LIST_FEATURES.index("popularity_7_days")][valid], expected[valid], rtol=1e-5
+    )
+    first = ratings.groupby("item_id")["timestamp"].min().reindex(order).fillna(query_time).to_numpy()  # unseen: 0
+    age = np.log1p((query_time - first[np.maximum(candidates, 0)]) / 86_400)
+    np.testing.assert_allclose(features[..., LIST_FEATURES.index("item_age")][valid], age[valid], rtol=1e-5)
+    last = ratings.groupby("user_id")["timestamp"].max()
     # Each user's activity counts their items in the fitting part only.
     users = pc.unique(validation.ratings["user_id"].combine_chunks()).to_pylist()
     distinct = ratings.groupby("user_id")["item_id"].nunique().reindex(users, fill_value=0).to_numpy()
     rows = np.flatnonzero(valid.any(axis=1))
     activity = features[rows, 0, LIST_FEATURES.index("user_activity")]
     np.testing.assert_allclose(activity, np.log1p(distinct[rows]), rtol=1e-6)
+    recency = np.log1p((query_time - last.reindex(users).to_numpy()[rows]) / 86_400)
+    np.testing.assert_allclose(features[rows, 0, LIST_FEATURES.index("user_recency")], recency, rtol=1e-5)
     assert len(rows) > 50  # users with history in the fitting part: the ranker's lists
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_core.data.tables import item_counts
+from recsys_core.data.activity import item_activity
 from recsys_core.recommend import (
     FALLBACK_SOURCE,
     MODEL_SOURCE,
@@ -26,7 +26,7 @@ def scorer(ml100k_bundle):
 
 @pytest.fixture(scope="module")
 def index(scorer, ml100k):
-    return build_item_index(scorer, ml100k.items, item_counts(ml100k.ratings, ml100k.items["item_id"]))
+    return build_item_index(scorer, ml100k.items, item_activity(ml100k.ratings, ml100k.items["item_id"]))
 
 
 def _settings(reranker="ranking"):

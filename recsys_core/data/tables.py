@@ -148,52 +148,6 @@ def item_counts(ratings: pa.Table, item_ids: pa.Array) -> np.ndarray:
     return np.bincount(rows[rows >= 0], minlength=len(item_ids)).astype(np.float32)
 
 
-ALL_TIME = 0  # a popularity window of every interaction
-DAY_SECONDS = 86_400
-
-
-def newest_time(ratings: pa.Table) -> int | None:
-    """The time of the newest interaction (seconds): the clock of recent popularity; None without any."""
-    newest = pc.max(ratings["timestamp"]).as_py() if ratings.num_rows else None
-    return None if newest is None else int(newest)
-
-
-def window_start(newest: int | None, window_days: float) -> int | None:
-    """The first second a popularity window of `window_days` days ending at `newest` counts (exclusive bound).
-
-    None (count everything) for `ALL_TIME` or without interactions.
-    """
-    if window_days == ALL_TIME or newest is None:
-        return None
-    return newest - int(round(window_days * DAY_SECONDS))
-
-
-def trending(recent: np.ndarray, all_time: np.ndarray) -> np.ndarray:
-    """`[items]` float32 popularity order: `recent` counts, ties broken by `all_time` counts.
-
-    `recent + all_time / (max(all_time) + 1)`: the fraction never outweighs one recent
-    interaction, so a short window whose counts are mostly 0 still orders its tail.
-    """
-    all_time = np.asarray(all_time, np.float64)
-    return (np.asarray(recent, np.float64) + all_time / (all_time.max(initial=0.0) + 1.0)).astype(np.float32)
-
-
-def item_popularity(ratings: pa.Table, item_ids: pa.Array, window_days: float = ALL_TIME) -> np.ndarray:
-    """`[len(item_ids)]` float32 popularity of each item as of the newest interaction of `ratings`.
-
-    With `ALL_TIME`, its interaction count (`item_counts`); otherwise its interactions
-    within the last `window_days` days up to the newest one, ties broken by all-time
-    counts (`trending`). The job computes the same from its checked rows
-    (`jobs.transforms.Popularity`).
-    """
-    all_time = item_counts(ratings, item_ids)
-    since = window_start(newest_time(ratings), window_days)
-    if since is None:
-        return all_time
-    recent = ratings.filter(pc.greater(ratings["timestamp"], since))
-    return trending(item_counts(recent, item_ids), all_time)
-
-
 def one_array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """A column as one contiguous array. (`pa.chunked_array([column])` would copy a ChunkedArray value by
     value through Python: 15 ms for 20 000 ids, per call.)"""

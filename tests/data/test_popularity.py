@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys_core.data.tables import ALL_TIME, DAY_SECONDS, item_popularity, window_start
+from recsys_core.data.activity import ALL_TIME, DAY_SECONDS, NEVER, item_activity, item_popularity, window_start
 
 NEWEST = 1_000 * DAY_SECONDS
 
@@ -62,3 +62,26 @@ def test_the_fallback_on_the_temporal_split_is_the_recent_popular_baseline(ml100
     expected = {ALL_TIME: (0.340, 0.146, 0.451), 14.0: (0.412, 0.234, 0.514)}[window]
     got = (overall, groups["with_history"]["ndcg_at_10"], groups["without_history"]["ndcg_at_10"])
     assert got == pytest.approx(expected, abs=0.002)
+
+
+def test_activity_counts_each_window_and_dates_each_item_from_its_first_interaction():
+    ratings = _ratings([("a", 0), ("a", 10), ("a", 40), ("b", 3), ("b", 29.5), ("c", 30)])
+    activity = item_activity(ratings, pa.array(["a", "b", "c", "z"]), 7.0)
+    assert activity.newest == NEWEST
+    # Columns: the last 7 days, the last 30 (a window's first second is excluded: "c" at exactly 30 days), all time.
+    np.testing.assert_array_equal(activity.recent, [[1, 2, 3], [1, 2, 2], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(activity.popularity, item_popularity(ratings, pa.array(["a", "b", "c", "z"]), 7.0))
+    np.testing.assert_array_equal(
+        activity.first_seen, [NEWEST - 40 * DAY_SECONDS, NEWEST - 29.5 * DAY_SECONDS, NEWEST - 30 * DAY_SECONDS, NEVER]
+    )
+    np.testing.assert_allclose(activity.age_days(), [40, 29.5, 30, 0])
+    # A user's recency: days from their last interaction to the newest one; none (-1) counts 0.
+    np.testing.assert_allclose(activity.days_since(np.array([NEWEST - DAY_SECONDS // 2, -1, NEWEST])), [0.5, 0, 0])
+
+
+def test_activity_without_interactions_is_empty():
+    activity = item_activity(_ratings([]), pa.array(["a", "b"]), 14.0)
+    assert activity.newest is None
+    np.testing.assert_array_equal(activity.recent, np.zeros((2, 3)))
+    np.testing.assert_array_equal(activity.first_seen, [NEVER, NEVER])
+    np.testing.assert_array_equal(activity.age_days(), [0, 0])
