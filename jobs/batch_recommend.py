@@ -49,6 +49,7 @@ from jobs.transforms import (
     ItemEmbeddings,
     ReadTable,
     RecommendUsers,
+    RefusedFiles,
     SimilarItems,
     WriteTable,
 )
@@ -121,7 +122,8 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     write(outputs.ITEM_EMBEDDINGS, index | "ItemEmbeddings" >> ItemEmbeddings(model_version))
     similar = SimilarItems(settings.similar_k, model_version, settings.item_shard_size)
     write(outputs.SIMILAR_ITEMS, index | "SimilarItems" >> similar)
-    dead = [checked[t][DEAD] for t in checked] + [embedded[DEAD], grouped[DEAD]]
+    refused = pipeline | "RefusedFiles" >> RefusedFiles(inputs)
+    dead = [checked[t][DEAD] for t in checked] + [embedded[DEAD], grouped[DEAD], refused]
     write(outputs.DEAD_LETTER, dead | "AllDeadLetters" >> beam.Flatten() | "DeadLetters" >> DeadLetters())
     listing = files_list(settings.output, version)
     (
@@ -197,7 +199,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         clock["scored"] = time.perf_counter()
         counters = _counters(result)
         record.update(counters=counters, fallback_share=_fallback_share(counters))
-        record["input_rows"] = _input_rows(counters, settings.max_bad_share)
+        record["input_rows"] = _input_rows(counters, settings.max_bad_share, inputs)
         _warn_on_unknown_users(publish.previous_record(settings.output), record)
         refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
         if refused:
@@ -360,12 +362,21 @@ def _local_runner(options: RecommendOptions):
     return None
 
 
-def _input_rows(counters: dict, max_bad_share: float) -> dict:
-    """Per input table: rows read = rows used + rows dead-lettered; refuses the run above `max_bad_share`."""
+def _input_rows(counters: dict, max_bad_share: float, inputs: JobInputs) -> dict:
+    """Per input table: rows read = rows used + rows dead-lettered, reconciled with the files' footers (the
+    rows of refused files count as read and dead-lettered); refuses the run above `max_bad_share`."""
     rows = {}
     for table in (INTERACTIONS, USERS, ITEMS):
         read, dead = counters.get(f"rows_read_{table}", 0), counters.get(f"rows_dead_{table}", 0)
         rows[table] = {"read": read, "used": read - dead, "dead_lettered": dead}
+        if table in inputs.files:
+            footers = inputs.rows[table] + sum(r.rows for r in inputs.refused if r.table == table)
+            rows[table]["footer_rows"] = footers
+            if read != footers:
+                raise DataError(
+                    f"{read} {table} rows were read, but the footers of its files count {footers}: did the files "
+                    "change while the job ran? Nothing was published; run the job again once the export is done"
+                )
         if read and dead / read > max_bad_share:
             prefix = f"dead_{table}_"
             reasons = ", ".join(

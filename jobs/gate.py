@@ -7,8 +7,21 @@ says why in its run record (`_runs/`) and on stderr.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+from recsys_core import outputs
 from recsys_core.data import DataError
+
+# Counters of values that are NaN or infinite where the job computed a number (`recommend.recommend_block`,
+# `jobs.transforms.EmbedItems`): any of them refuses the run.
+NON_FINITE = {
+    "non_finite_retrieval_scores": "retrieval scores",
+    "non_finite_ranking_scores": "predicted ratings of the re-ranker",
+    "non_finite_list_scores": "list-ranker scores",
+    "non_finite_user_embeddings": "user embeddings",
+    "non_finite_item_embeddings": "item embeddings",
+    "nan_scores": "final scores of recommended rows",
+}
 
 
 class GateError(DataError):
@@ -17,28 +30,35 @@ class GateError(DataError):
 
 @dataclasses.dataclass(frozen=True)
 class Gate:
-    """Thresholds; `metric_floors` maps a dotted path into the bundle's `metrics` (e.g. `retrieval.ndcg_at_10`)
-    to its lowest acceptable value."""
+    """Thresholds. `metric_floors` and `metric_ceilings` map a dotted path into the bundle's `metrics` (e.g.
+    `lists.final.ndcg_at_10`, `ranking.rmse`) to its lowest and highest acceptable value.
+
+    `min_distinct_item_share`: the distinct items of all lists over as many as they could hold (the
+    catalogue, or every recommended row if fewer): a query tower that collapsed gives everyone nearly the
+    same list (on ML-100K, about 50 distinct items of 1 682, 0.03; healthy lists about 0.25).
+    """
 
     min_full_list_share: float = 0.9
     max_fallback_share: float = 0.5
     min_distinct_items: int = 1
+    min_distinct_item_share: float = 0.05
     min_recall: float = 0.95
     metric_floors: dict[str, float] = dataclasses.field(default_factory=dict)
+    metric_ceilings: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def parse_metric_floors(values: list[str]) -> dict[str, float]:
-    """`["path=value", ...]` -> {path: value}; `ValueError` naming a malformed entry."""
-    floors = {}
+def parse_metric_bounds(values: list[str], flag: str = "--min-bundle-metric") -> dict[str, float]:
+    """`["path=value", ...]` -> {path: value}; `ValueError` naming a malformed or non-finite entry."""
+    bounds = {}
     for value in values:
-        path, sep, floor = value.partition("=")
+        path, sep, bound = value.partition("=")
         try:
-            floors[path] = float(floor)
+            bounds[path] = float(bound)
         except ValueError:
             sep = ""
-        if not sep or not path:
-            raise ValueError(f"--min-bundle-metric {value!r} is not of the form metric.path=number")
-    return floors
+        if not sep or not path or not math.isfinite(bounds.get(path, 0.0)):
+            raise ValueError(f"{flag} {value!r} is not of the form metric.path=number")
+    return bounds
 
 
 def users_served(counters: dict[str, int]) -> int:
@@ -67,23 +87,39 @@ def failures(gate: Gate, counters: dict[str, int], bundle_metrics: dict) -> list
             f"{fallback:.1%} of users get the popularity fallback, not the model (--max-fallback-share "
             f"{gate.max_fallback_share}): are the interactions or the bundle the right ones?"
         )
-    if counters.get("nan_scores", 0):
-        found.append(f"{counters['nan_scores']} recommended rows have a NaN score")
+    for counter, what in NON_FINITE.items():
+        if counters.get(counter, 0):
+            found.append(f"{counters[counter]} {what} are NaN or infinite: is the bundle's model broken?")
     distinct = counters.get("distinct_items_recommended", 0)
     if distinct < gate.min_distinct_items:
         found.append(f"only {distinct} distinct items recommended (--min-distinct-items {gate.min_distinct_items})")
+    possible = min(
+        counters.get(f"rows_written_{outputs.ITEM_EMBEDDINGS}", 0),
+        counters.get(f"rows_written_{outputs.RECOMMENDATIONS}", 0),
+    )
+    if possible and distinct / possible < gate.min_distinct_item_share:
+        found.append(
+            f"the lists hold {distinct} distinct items of {possible} they could hold ({distinct / possible:.1%}, "
+            f"--min-distinct-item-share {gate.min_distinct_item_share}): has the query tower collapsed?"
+        )
     measured = recall_at_k(counters)
     if measured is not None and measured < gate.min_recall:
         found.append(
             f"the approximate index found {measured:.1%} of the exact top-K items of the sampled users "
             f"(--min-recall {gate.min_recall}): search more leaves (--scann-leaves-to-search) or use --index exact"
         )
-    for path, floor in gate.metric_floors.items():
+    bounds = [(path, floor, "floor", "--min-bundle-metric") for path, floor in gate.metric_floors.items()]
+    bounds += [(path, ceiling, "ceiling", "--max-bundle-metric") for path, ceiling in gate.metric_ceilings.items()]
+    for path, bound, kind, flag in bounds:
         value = _lookup(bundle_metrics, path)
         if value is None:
-            found.append(f"the bundle has no metric {path!r} (--min-bundle-metric)")
-        elif value < floor:
-            found.append(f"the bundle's {path} is {value:.4f}, below the floor {floor}")
+            found.append(f"the bundle has no metric {path!r} ({flag})")
+        elif not math.isfinite(value):
+            found.append(f"the bundle's {path} is {value} ({flag} {bound})")
+        elif value < bound if kind == "floor" else value > bound:
+            found.append(
+                f"the bundle's {path} is {value:.4f}, {'below' if kind == 'floor' else 'above'} the {kind} {bound}"
+            )
     return found
 
 

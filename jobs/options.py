@@ -10,7 +10,7 @@ import uuid
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from jobs.gate import Gate, parse_metric_floors
+from jobs.gate import Gate, parse_metric_bounds
 from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
@@ -128,10 +128,25 @@ class RecommendOptions(PipelineOptions):
             help="publish gate: fewest distinct items over all lists",
         )
         option(
+            "min_distinct_item_share",
+            type=float,
+            default=Gate.min_distinct_item_share,
+            help="publish gate: least share of distinct items over all lists, of as many as they could hold (a "
+            "collapsed query tower gives everyone the same list)",
+        )
+        option(
             "min_bundle_metric",
             action="append",
             default=[],
-            help="publish gate: PATH=VALUE, a floor on the bundle's offline metric PATH (dotted), repeatable",
+            help="publish gate: PATH=VALUE, a floor on the bundle's offline metric PATH (dotted, e.g. "
+            "lists.final.ndcg_at_10), repeatable; a NaN metric fails it",
+        )
+        option(
+            "max_bundle_metric",
+            action="append",
+            default=[],
+            help="publish gate: PATH=VALUE, a ceiling on an error metric of the bundle (e.g. ranking.rmse), "
+            "repeatable; a NaN metric fails it",
         )
         parser.add_argument(
             "--shuffle",
@@ -181,22 +196,30 @@ class JobSettings:
         return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
 
 
+def canonical_date(value: str) -> str:
+    """`value` if it is a calendar date written YYYY-MM-DD, else `ValueError`: one day has one spelling, so it
+    gets one partition, and dates order as text (`20261122` and `2026-W48-1` are ISO dates too, refused)."""
+    try:
+        if len(value) == 10 and datetime.date.fromisoformat(value).isoformat() == value:
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"--run-date {value!r} is not a date of the form YYYY-MM-DD")
+
+
 def validate(options: RecommendOptions) -> JobSettings:
     """Checks every option against the bundle and the file system; raises `ValueError` naming the bad value."""
     args = options.view_as(RecommendOptions)
     for flag, value in (("--bundle", args.bundle), ("--output", args.output)):
         if not value:
             raise ValueError(f"{flag} is required")
-    run_date = args.run_date or datetime.date.today().isoformat()
-    try:
-        datetime.date.fromisoformat(run_date)
-    except ValueError:
-        raise ValueError(f"--run-date {run_date!r} is not a date of the form YYYY-MM-DD") from None
+    run_date = canonical_date(args.run_date or datetime.date.today().isoformat())
     for flag, share in (
         ("--max-bad-share", args.max_bad_share),
         ("--min-full-list-share", args.min_full_list_share),
         ("--max-fallback-share", args.max_fallback_share),
         ("--min-recall", args.min_recall),
+        ("--min-distinct-item-share", args.min_distinct_item_share),
     ):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{flag} must be within 0..1, got {share}")
@@ -264,8 +287,10 @@ def validate(options: RecommendOptions) -> JobSettings:
             args.min_full_list_share,
             args.max_fallback_share,
             args.min_distinct_items,
+            args.min_distinct_item_share,
             args.min_recall,
-            parse_metric_floors(args.min_bundle_metric),
+            parse_metric_bounds(args.min_bundle_metric),
+            parse_metric_bounds(args.max_bundle_metric, "--max-bundle-metric"),
         ),
     )
 

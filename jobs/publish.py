@@ -23,6 +23,7 @@ a time.
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import uuid
@@ -82,9 +83,14 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
     write_json_atomically(pointer_path(root, run_date), pointer)
     fault_point("publish:before_latest")
     latest = _current(root, LATEST)
-    if latest is None or latest["run_date"] <= run_date:
+    if latest is None or _day(latest["run_date"]) <= _day(run_date):
         write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST), pointer)
     return pointer
+
+
+def _day(run_date: str) -> datetime.date:
+    """A pointer's date as a date: `latest` is the newest day, whatever spelling an older release wrote."""
+    return datetime.date.fromisoformat(run_date)
 
 
 def manifest_hash(manifest: dict) -> str:

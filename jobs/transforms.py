@@ -29,7 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 
-from jobs.sources import JobInputs
+from jobs.sources import UNREADABLE_FILE, JobInputs, RefusedFile
 from recsys_core import outputs
 from recsys_core.data.activity import (
     ALL_TIME,
@@ -58,6 +58,7 @@ from recsys_core.validation import (
     USERS,
     Rules,
     check_rows,
+    dead_letters,
     group_users,
     keep_one_per_id,
     with_source,
@@ -122,10 +123,32 @@ class ReadTable(beam.PTransform):
         self._inputs, self._table = inputs, table
 
     def expand(self, pipeline):
-        if self._table in self._inputs.patterns:
-            patterns = pipeline | "Pattern" >> beam.Create([self._inputs.patterns[self._table]])
-            return patterns | "Parquet" >> ReadAllFromParquetBatched(with_filename=True)
+        if self._table in self._inputs.files:
+            files = pipeline | "Files" >> beam.Create(self._inputs.files[self._table])
+            return files | "Parquet" >> ReadAllFromParquetBatched(with_filename=True)
         return pipeline | "Local" >> beam.Create(self._inputs.chunks(self._table), reshuffle=False)
+
+
+def _refused_file_letter(refused: RefusedFile) -> pa.Table:
+    """One dead letter for a file the job did not read; its footer's rows count as read and invalid."""
+    for counter in (
+        f"rows_read_{refused.table}",
+        f"rows_dead_{refused.table}",
+        f"dead_{refused.table}_{UNREADABLE_FILE}",
+    ):
+        _counter(counter).inc(refused.rows)
+    return dead_letters(refused.table, UNREADABLE_FILE, "", [refused.reason], refused.path)
+
+
+class RefusedFiles(beam.PTransform):
+    """The input files the launcher refused (`JobInputs.refused`) -> a dead letter each."""
+
+    def __init__(self, inputs: JobInputs) -> None:
+        super().__init__()
+        self._inputs = inputs
+
+    def expand(self, pipeline):
+        return pipeline | "Refused" >> beam.Create(list(self._inputs.refused)) | beam.Map(_refused_file_letter)
 
 
 class _CheckRowsFn(beam.DoFn):

@@ -436,9 +436,11 @@ def recommend_block(
     scores = blend(
         ranking_scores, retrieval_scores, valid, settings.blend_weight, popularity, settings.popularity_weight
     )
+    list_scores = np.zeros((0, candidates.shape[1]), np.float32)
     if settings.reranker == LIST_RANKER and lists.servable.any():
         rows = np.flatnonzero(lists.servable)
-        scores[rows] = np.where(valid[rows], scorer.rank_lists(lists.features(index, block, rows)), NEG_INF)
+        list_scores = scorer.rank_lists(lists.features(index, block, rows))
+        scores[rows] = np.where(valid[rows], list_scores, NEG_INF)
         clock.lap("rerank")
     order = rerank(candidates, scores, retrieval_scores, settings.final_k)
     chosen = np.take_along_axis(candidates, order, axis=1)
@@ -463,11 +465,31 @@ def recommend_block(
         "items_excluded": int(sum(len(s) for s in block.seen)),
         "users_short_of_final_k": int((np.bincount(rows, minlength=len(user_ids)) < settings.final_k).sum()),
         "nan_scores": int(np.isnan(final_scores).sum()),
+        **_non_finite(lists, list_scores, settings, scorer),
         "recall_hits": lists.recall_counts[0],
         "recall_relevant": lists.recall_counts[1],
     }
     clock.lap("rows")
     return recommendations, embeddings, counts
+
+
+def _non_finite(
+    lists: CandidateLists, list_scores: np.ndarray, settings: RecommendSettings, scorer: BundleScorer
+) -> dict[str, int]:
+    """Counts of values a broken model makes NaN or infinite, for the publish gate (`jobs.gate.NON_FINITE`):
+    scores of candidates (a rating model rates every candidate of a user it serves), list-ranker scores of
+    the users it orders, user embeddings with any such component."""
+    valid = lists.candidates >= 0
+    served = valid & lists.servable[:, None]
+    rating_model = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
+    rated = served if rating_model not in (None, "none") else np.zeros_like(served)
+    listed = valid[lists.servable] if len(list_scores) else np.zeros(list_scores.shape, bool)
+    return {
+        "non_finite_retrieval_scores": int((valid & ~np.isfinite(lists.retrieval_scores)).sum()),
+        "non_finite_ranking_scores": int((rated & ~np.isfinite(lists.ranking_scores)).sum()),
+        "non_finite_list_scores": int((listed & ~np.isfinite(list_scores)).sum()),
+        "non_finite_user_embeddings": int((~np.isfinite(lists.embeddings)).any(axis=1).sum()),
+    }
 
 
 def _retrieve(

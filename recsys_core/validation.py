@@ -15,6 +15,8 @@ Reason codes:
 | `out_of_range` | a rating outside the schema's `rating_range`, a numeric feature outside its `valid_range` |
 | `timestamp_out_of_window` | an interaction timestamp before 1970-01-01 or after the run date |
 | `not_utf8` | a text value that is not valid UTF-8 |
+| `not_convertible` | a value that cannot be read as its column's declared type ("four" for a rating) |
+| `unreadable_file` | an input file not read: empty, not Parquet, or of types that never convert (`RefusedFile`) |
 | `unknown_item` | an interaction naming an item the items table does not have |
 | `unknown_user` | an interaction naming a user the users table does not have |
 | `duplicate_event` | the same (user, item, timestamp) again: one is kept |
@@ -33,6 +35,8 @@ from recsys_core.data.tables import one_array
 from recsys_core.schema import INTERACTIONS_SCHEMA, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
 
 INTERACTIONS, USERS, ITEMS = "interactions", "users", "items"
+SHOWN_CHARACTERS = 200  # a dead letter's value is cut to this many characters
+_CONVERT_SLICE = 4096  # rows cast at once when a column holds values that do not convert
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         ("table", pa.string()),
@@ -74,7 +78,9 @@ def dead_letters(table: str, reason: str, column: str, values, sources) -> pa.Ta
 
 
 def _show(value) -> str:
-    return repr(value) if isinstance(value, bytes) else str(value)
+    """A value as text, cut to `SHOWN_CHARACTERS`."""
+    shown = repr(value) if isinstance(value, bytes) else str(value)
+    return shown if len(shown) <= SHOWN_CHARACTERS else shown[: SHOWN_CHARACTERS - 1] + "…"
 
 
 def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[pa.Table, pa.Table]:
@@ -90,8 +96,11 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
     expected = rules.table_schema(table)
     columns, dead, keep = {}, [], np.ones(rows.num_rows, bool)
     for field in expected:
-        column, default = _column(rows, table, field, rules, source)
+        column, default, not_converted = _column(rows, table, field, rules, source)
         bad = {}
+        original = one_array(rows[field.name]) if field.name in rows.column_names else column  # as written
+        if not_converted is not None:
+            bad["not_convertible"] = not_converted
         if pa.types.is_string(field.type) or pa.types.is_list(field.type):
             if field.name in rows.column_names:
                 bad["not_utf8"] = pa.array(_invalid_utf8(rows[field.name]))
@@ -110,7 +119,8 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
         for reason, mask in bad.items():
             mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) & keep
             if mask.any():
-                dead.append(dead_letters(table, reason, field.name, column.filter(pa.array(mask)), source))
+                shown = {"not_convertible": original, "not_utf8": _raw(original)}.get(reason, column)
+                dead.append(dead_letters(table, reason, field.name, shown.filter(pa.array(mask)), source))
                 keep &= ~mask
         if default is not None:
             column = pc.fill_null(column, pa.scalar(default, field.type))
@@ -119,26 +129,63 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
     return valid, concat_dead(dead)
 
 
-def _column(rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: str) -> tuple[pa.Array, object]:
-    """The column cast to its declared type, and the default that fills its nulls (None: required)."""
+def _column(
+    rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: str
+) -> tuple[pa.Array, object, pa.Array | None]:
+    """The column cast to its declared type, the default that fills its nulls (None: required), and the
+    original values that do not convert (their rows null in the column; None: all converted).
+
+    Raises:
+        ValueError: the column is missing, or its type can never be read as the declared one (a list for a
+            number): the file is wrong as a whole, not a row.
+    """
     default = _default(field.name, table, rules)
     if field.name not in rows.column_names:
         if default is None:
             raise ValueError(
                 f"{table} file {source} has no column {field.name!r}, which {rules.schema.describe()} declares"
             )
-        return pa.nulls(rows.num_rows, field.type), default
+        return pa.nulls(rows.num_rows, field.type), default, None
     column = rows[field.name].combine_chunks() if isinstance(rows[field.name], pa.ChunkedArray) else rows[field.name]
     column = timestamps_as_seconds(column)
+    if field.name == TIMESTAMP and pa.types.is_floating(column.type):
+        column = pc.floor(column)  # fractions of a second: harmless, dropped
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
         column = pa.array([_decoded(v) for v in column.to_pylist()], pa.string())
     try:
-        return column.cast(field.type), default
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        return column.cast(field.type), default, None
+    except pa.ArrowNotImplementedError as error:
         raise ValueError(
             f"{table}.{field.name} in {source} is {column.type}, which cannot be read as the {field.type} that "
             f"{rules.schema.describe()} declares: {error}"
         ) from error
+    except pa.ArrowInvalid:  # some values do not convert ("four" for a number): each is a dead letter
+        converted, failed = _convert_each(column, field.type)
+        return converted, default, failed
+
+
+def _convert_each(column: pa.Array, kind: pa.DataType) -> tuple[pa.Array, pa.Array]:
+    """`column` cast to `kind` value by value where a whole cast failed: the cast column (null where a value
+    does not convert) and `[rows]` bool marking those values. Slices that cast whole are cast at once."""
+    parts, failed = [], []
+    for start in range(0, len(column), _CONVERT_SLICE):
+        part = column.slice(start, _CONVERT_SLICE)
+        try:
+            parts.append(part.cast(kind))
+            failed.append(np.zeros(len(part), bool))
+            continue
+        except pa.ArrowInvalid:
+            pass
+        values, bad = [], np.zeros(len(part), bool)
+        for row, value in enumerate(part):
+            try:
+                values.append(pa.array([value.as_py()], part.type).cast(kind)[0].as_py())
+            except (pa.ArrowInvalid, OverflowError):
+                values.append(None)
+                bad[row] = True
+        parts.append(pa.array(values, kind))
+        failed.append(bad)
+    return pa.concat_arrays(parts) if parts else column.cast(kind, safe=False), pa.array(np.concatenate(failed))
 
 
 def timestamps_as_seconds(column: pa.Array) -> pa.Array:
@@ -146,6 +193,11 @@ def timestamps_as_seconds(column: pa.Array) -> pa.Array:
     if pa.types.is_timestamp(column.type):
         return pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
     return column
+
+
+def _raw(column: pa.Array) -> pa.Array:
+    """Text as its bytes (shown as `b'...'`), so that invalid UTF-8 can be shown; other columns as they are."""
+    return column.view(pa.binary()) if pa.types.is_string(column.type) else column
 
 
 def _decoded(value: bytes | None) -> str | None:

@@ -294,6 +294,12 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
     ("flags", "message"),
     [
         (["--run-date", "2026-13-01"], "--run-date '2026-13-01' is not a date"),
+        (["--run-date", "20261122"], "--run-date '20261122' is not a date of the form YYYY-MM-DD"),
+        (["--run-date", "2026-W48-1"], "--run-date '2026-W48-1' is not a date of the form YYYY-MM-DD"),
+        (["--run-date", "2026-1-05"], "is not a date of the form YYYY-MM-DD"),
+        (["--max-bundle-metric", "ranking.rmse"], "--max-bundle-metric 'ranking.rmse' is not of the form"),
+        (["--min-bundle-metric", "ranking.rmse=nan"], "--min-bundle-metric 'ranking.rmse=nan' is not of the form"),
+        (["--min-distinct-item-share", "2"], "--min-distinct-item-share"),
         (["--final-k", "50", "--top-k", "10"], "--final-k 50 exceeds --top-k 10"),
         (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
         (["--blend-weight", "1.5"], "--blend-weight must be within 0..1"),

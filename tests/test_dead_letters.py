@@ -93,9 +93,14 @@ def test_counts_reconcile_and_the_night_goes_on(faulty_run, ml100k):
     manifest, dead, recs = faulty_run
     rows = manifest["input_rows"]
     used = 100_000 - _ratings_of(ml100k, ["10", "11"])
-    assert rows["interactions"] == {"read": 100_505, "used": used, "dead_lettered": 100_505 - used}
-    assert rows["users"] == {"read": 946, "used": 941, "dead_lettered": 5}
-    assert rows["items"] == {"read": 1685, "used": 1682, "dead_lettered": 3}
+    assert rows["interactions"] == {
+        "read": 100_505,
+        "used": used,
+        "dead_lettered": 100_505 - used,
+        "footer_rows": 100_505,
+    }
+    assert rows["users"] == {"read": 946, "used": 941, "dead_lettered": 5, "footer_rows": 946}
+    assert rows["items"] == {"read": 1685, "used": 1682, "dead_lettered": 3, "footer_rows": 1685}
     for table, counts in rows.items():
         assert counts["dead_lettered"] == (dead["table"] == table).sum()
     # Everyone else is served, including user 5 whose one rating from 2100 was dropped.
@@ -156,7 +161,13 @@ def test_row_checks_by_hand(ml100k):
     valid, dead = check_rows(table, "users", rules, "u.parquet")
     assert valid.num_rows == 1
     assert dead.to_pylist() == [
-        {"table": "users", "reason": "not_utf8", "column": "user_zip_code", "value": "None", "source_file": "u.parquet"}
+        {
+            "table": "users",
+            "reason": "not_utf8",
+            "column": "user_zip_code",
+            "value": r"b'\xff\xfe'",
+            "source_file": "u.parquet",
+        }
     ]
     with pytest.raises(ValueError, match=r"users file u\.parquet has no column 'user_zip_code'.*movielens\.json"):
         check_rows(table.drop_columns(["user_zip_code"]), "users", rules, "u.parquet")

@@ -2,9 +2,16 @@
 
 import pytest
 
-from jobs.gate import Gate, failures, parse_metric_floors
+from jobs.gate import Gate, failures, parse_metric_bounds
 
-HEALTHY = {"users_scored": 900, "fallback_users": 100, "users_short_of_final_k": 50, "distinct_items_recommended": 400}
+HEALTHY = {
+    "users_scored": 900,
+    "fallback_users": 100,
+    "users_short_of_final_k": 50,
+    "distinct_items_recommended": 400,
+    "rows_written_item_embeddings": 1600,
+    "rows_written_recommendations": 9_900,
+}
 METRICS = {"lists": {"final": {"ndcg_at_10": 0.41}}, "ranking": {"rmse": 0.93}}
 
 
@@ -18,7 +25,26 @@ def test_a_healthy_night_passes():
     [
         ({"users_short_of_final_k": 150}, Gate(), "only 85.0% of users have a full list (--min-full-list-share 0.9)"),
         ({"fallback_users": 1100}, Gate(), "55.0% of users get the popularity fallback"),
-        ({"nan_scores": 3}, Gate(), "3 recommended rows have a NaN score"),
+        ({"nan_scores": 3}, Gate(), "3 final scores of recommended rows are NaN or infinite"),
+        ({"non_finite_ranking_scores": 7}, Gate(), "7 predicted ratings of the re-ranker are NaN or infinite"),
+        ({"non_finite_list_scores": 2}, Gate(), "2 list-ranker scores are NaN"),
+        ({"non_finite_user_embeddings": 1}, Gate(), "1 user embeddings are NaN"),
+        ({"non_finite_item_embeddings": 4}, Gate(), "4 item embeddings are NaN"),
+        ({"non_finite_retrieval_scores": 5}, Gate(), "5 retrieval scores are NaN"),
+        # A collapsed tower: 60 distinct items where 1 600 could be (3.75 %).
+        ({"distinct_items_recommended": 60}, Gate(), "hold 60 distinct items of 1600 they could hold (3.8%"),
+        # Few rows: the share is of the rows (9 users x 10), not of the catalogue.
+        (
+            {
+                "users_scored": 9,
+                "fallback_users": 0,
+                "users_short_of_final_k": 0,
+                "distinct_items_recommended": 4,
+                "rows_written_recommendations": 90,
+            },
+            Gate(),
+            "hold 4 distinct items of 90",
+        ),
         ({}, Gate(min_distinct_items=500), "only 400 distinct items recommended (--min-distinct-items 500)"),
         ({"users_scored": 0, "fallback_users": 0}, Gate(), "no user was scored"),
         ({"recall_hits": 94, "recall_relevant": 100}, Gate(), "found 94.0% of the exact top-K items"),
@@ -30,12 +56,22 @@ def test_each_check_names_its_figure_and_threshold(changes, gate, expected):
     assert len(found) == 1 and expected in found[0]
 
 
-def test_floors_on_the_bundles_offline_metrics():
-    floors = parse_metric_floors(["lists.final.ndcg_at_10=0.45", "ranking.rmse=0.5", "ranking.nope=1"])
+def test_floors_and_ceilings_on_the_bundles_offline_metrics():
+    floors = parse_metric_bounds(["lists.final.ndcg_at_10=0.45", "ranking.rmse=0.5", "ranking.nope=1"])
     found = failures(Gate(metric_floors=floors), HEALTHY, METRICS)
     assert found == [
         "the bundle's lists.final.ndcg_at_10 is 0.4100, below the floor 0.45",
         "the bundle has no metric 'ranking.nope' (--min-bundle-metric)",
     ]  # ranking.rmse 0.93 is above its floor: floors are lower bounds
+    ceilings = parse_metric_bounds(["ranking.rmse=0.9", "lists.final.ndcg_at_10=1"], "--max-bundle-metric")
+    assert failures(Gate(metric_ceilings=ceilings), HEALTHY, METRICS) == [
+        "the bundle's ranking.rmse is 0.9300, above the ceiling 0.9"
+    ]
     with pytest.raises(ValueError, match="not of the form metric.path=number"):
-        parse_metric_floors(["lists.final.ndcg_at_10"])
+        parse_metric_bounds(["lists.final.ndcg_at_10"])
+
+
+@pytest.mark.parametrize("bounds", [{"metric_floors": {"ranking.rmse": 0.5}}, {"metric_ceilings": {"ranking.rmse": 2}}])
+def test_a_nan_metric_fails_its_floor_and_its_ceiling(bounds):
+    found = failures(Gate(**bounds), HEALTHY, {"ranking": {"rmse": float("nan")}})
+    assert len(found) == 1 and "the bundle's ranking.rmse is nan" in found[0]

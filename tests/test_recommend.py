@@ -51,6 +51,10 @@ def test_users_the_model_cannot_serve_get_a_labelled_popularity_fallback(scorer,
         "nan_scores": 0,
         "recall_hits": 0,  # the exact index measures no recall
         "recall_relevant": 0,
+        "non_finite_retrieval_scores": 0,
+        "non_finite_ranking_scores": 0,
+        "non_finite_list_scores": 0,
+        "non_finite_user_embeddings": 0,
     }
     by_user = {u: recs.filter(pa.compute.equal(recs["user_id"], u)).to_pydict() for u in ("1", "2", "someone-new")}
     assert set(by_user["1"]["source"]) == {MODEL_SOURCE}
@@ -105,6 +109,23 @@ def test_a_block_of_only_new_users_is_all_fallback(scorer, index, ml100k):
     recs, _, counts = recommend_block(scorer, block, index, _settings())
     assert counts["fallback_users"] == 2 and recs.num_rows == 20
     assert set(recs["source"].to_pylist()) == {FALLBACK_SOURCE}
+
+
+def test_a_list_ranker_that_returns_nan_is_counted_for_the_gate(scorer, index, ml100k):
+    """A broken list ranker (NaN for every candidate) must not ship its lists silently in another order."""
+    from recsys_core.list_features import LIST_RANKER, ListRankerInputs
+
+    broken = scorer.with_list_ranker(ListRankerInputs("ranking"), lambda f: np.full(f.shape[:2], np.nan, np.float32))
+    [block] = user_blocks(ml100k.users.slice(0, 20), ml100k.ratings, ml100k.items, block_size=20)
+    settings = RecommendSettings(top_k=30, final_k=10, reranker=LIST_RANKER, timestamp=893_000_000, run_id="t")
+    _, _, counts = recommend_block(broken, block, index, settings)
+    assert counts["users_scored"] == 20
+    assert counts["non_finite_list_scores"] == 20 * 30  # every candidate of every user it orders
+    assert counts["non_finite_ranking_scores"] == 0 and counts["non_finite_user_embeddings"] == 0
+    from jobs.gate import Gate, failures
+
+    healthy = {"distinct_items_recommended": 100, "users_short_of_final_k": 0}
+    assert "600 list-ranker scores are NaN or infinite" in failures(Gate(), {**healthy, **counts}, {})[0]
 
 
 def test_rating_from_states_gives_the_lists_of_rating_every_pair(ml100k_bundle, index, ml100k):
