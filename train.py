@@ -81,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from recsys_core.data import DataError, SchemaError
     from recsys_core.distribute import StrategyError
+    from recsys_core.lease import LeaseHeld
     from recsys_core.training import TrainingError, run_experiment
 
     try:
         bundle = run_experiment(config)
-    except (DataError, SchemaError, StrategyError, TrainingError) as error:
+    except (DataError, SchemaError, StrategyError, TrainingError, LeaseHeld) as error:
         print(f"train.py: error: {error}", file=sys.stderr)
         return 1
     if bundle is None:

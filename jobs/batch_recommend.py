@@ -58,6 +58,7 @@ from recsys_core.bundle import bundle_schema
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 from recsys_core.fingerprint import json_sha256
+from recsys_core.lease import LeaseHeld
 from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID
 from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
@@ -179,48 +180,51 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         if not dry_run:
             publish.write_record(settings.output, record)
 
-    if not dry_run:
-        publish.collect_garbage(settings.output, outputs.PUBLISHED)
-    save(status="running")
-    version = None
-    try:
-        inputs = locate_inputs(settings.data, rules_for(settings))
-        run_id = run_identity(settings, inputs)
-        version = f"{run_id}.{attempt}"
-        save(run_id=run_id, version=version, input_fingerprints=inputs.fingerprints, input_footer_rows=inputs.rows)
-        clock["located"] = time.perf_counter()
-        pipeline = pipeline or beam.Pipeline(runner=_local_runner(options), options=options)
-        build_pipeline(pipeline, settings, inputs, run_id, version)
-        with _threads_per_local_worker(options):
-            result = pipeline.run()
-        if dry_run:
-            return {"dry_run": True, "runner": type(pipeline.runner).__name__, "job": str(result.job.proto)}
-        result.wait_until_finish()
-        clock["scored"] = time.perf_counter()
-        counters = _counters(result)
-        record.update(counters=counters, fallback_share=_fallback_share(counters))
-        record["input_rows"] = _input_rows(counters, settings.max_bad_share, inputs)
-        _warn_on_unknown_users(publish.previous_record(settings.output), record)
-        refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
-        if refused:
-            raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
-        files = _read_files_list(settings, version)
-        manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
-        record["manifest_sha256"] = publish.manifest_hash(manifest)
-        paths = {table: [f["path"] for f in files if f["table"] == table] for table in outputs.PUBLISHED}
-        publish.publish(settings.output, settings.run_date, version, manifest, paths)
-    except BaseException as error:
-        if version and not dry_run:
-            publish.discard(settings.output, version, outputs.PUBLISHED, settings.run_date)
-        status = "gated" if isinstance(error, gate.GateError) else "failed"
-        save(status=status, reason=f"{type(error).__name__}: {error}", finished_at=_now())
-        raise
-    publish.discard_staging(settings.output, version)
-    clock["published"] = time.perf_counter()
-    stages = list(clock)
-    timings = {f"{a}_to_{b}": clock[b] - clock[a] for a, b in zip(stages, stages[1:], strict=False)}
-    save(status="succeeded", finished_at=_now(), timings_seconds=timings)
-    return manifest
+    lease = None if dry_run else publish.output_lease(settings.output, record["record"], settings.lease_seconds)
+    with lease or contextlib.nullcontext():  # the root is this run's: no other run cleans up or publishes there
+        if not dry_run:
+            publish.collect_garbage(settings.output, outputs.PUBLISHED)
+        save(status="running")
+        version = None
+        try:
+            inputs = locate_inputs(settings.data, rules_for(settings))
+            run_id = run_identity(settings, inputs)
+            version = f"{run_id}.{attempt}"
+            save(run_id=run_id, version=version, input_fingerprints=inputs.fingerprints, input_footer_rows=inputs.rows)
+            clock["located"] = time.perf_counter()
+            pipeline = pipeline or beam.Pipeline(runner=_local_runner(options), options=options)
+            build_pipeline(pipeline, settings, inputs, run_id, version)
+            with _threads_per_local_worker(options):
+                result = pipeline.run()
+            if dry_run:
+                return {"dry_run": True, "runner": type(pipeline.runner).__name__, "job": str(result.job.proto)}
+            result.wait_until_finish()
+            clock["scored"] = time.perf_counter()
+            counters = _counters(result)
+            record.update(counters=counters, fallback_share=_fallback_share(counters))
+            record["input_rows"] = _input_rows(counters, settings.max_bad_share, inputs)
+            _warn_on_unknown_users(publish.previous_record(settings.output), record)
+            refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
+            if refused:
+                raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
+            files = _read_files_list(settings, version)
+            manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
+            record["manifest_sha256"] = publish.manifest_hash(manifest)
+            paths = {table: [f["path"] for f in files if f["table"] == table] for table in outputs.PUBLISHED}
+            lease.check()
+            publish.publish(settings.output, settings.run_date, version, manifest, paths)
+        except BaseException as error:
+            if version and not dry_run:
+                publish.discard(settings.output, version, outputs.PUBLISHED, settings.run_date)
+            status = "gated" if isinstance(error, gate.GateError) else "failed"
+            save(status=status, reason=f"{type(error).__name__}: {error}", finished_at=_now())
+            raise
+        publish.discard_staging(settings.output, version)
+        clock["published"] = time.perf_counter()
+        stages = list(clock)
+        timings = {f"{a}_to_{b}": clock[b] - clock[a] for a, b in zip(stages, stages[1:], strict=False)}
+        save(status="succeeded", finished_at=_now(), timings_seconds=timings)
+        return manifest
 
 
 def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
@@ -393,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         manifest = run(argv)
-    except (ValueError, DataError) as error:
+    except (ValueError, DataError, LeaseHeld) as error:
         print(f"batch_recommend: error: {error}", file=sys.stderr)
         return 2
     print(f"run {manifest['run_id']} published: {manifest['row_counts']}")

@@ -15,6 +15,7 @@ from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.data.activity import ALL_TIME
+from recsys_core.lease import DEFAULT_SECONDS as DEFAULT_LEASE_SECONDS
 from recsys_core.list_features import LIST_FEATURES, LIST_RANKER
 from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
@@ -78,6 +79,13 @@ class RecommendOptions(PipelineOptions):
             help="largest share of invalid rows in any input table before the run fails (default 0.01)",
         )
         option("similar_k", type=int, default=20)
+        option(
+            "lease_seconds",
+            type=float,
+            default=DEFAULT_LEASE_SECONDS,
+            help="how long the output root's lease outlives its last heartbeat: a run killed on another machine "
+            "blocks the next one at most this long (one on this machine does not)",
+        )
         parser.add_argument(
             "--index",
             choices=INDEXES,
@@ -181,6 +189,7 @@ class JobSettings:
     block_size: int
     max_seen_per_block: int
     max_bad_share: float
+    lease_seconds: float
     item_shard_size: int | None
     similar_k: int
     index: str  # "exact" or "scann"
@@ -224,6 +233,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"{flag} must be within 0..1, got {share}")
     sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
+    sizes += (("--lease-seconds", args.lease_seconds),)
     sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
     sizes += (("--scann-reorder", args.scann_reorder), ("--recall-sample-every", args.recall_sample_every))
     sizes += tuple(
@@ -277,6 +287,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         block_size=args.block_size,
         max_seen_per_block=args.max_seen_per_block,
         max_bad_share=args.max_bad_share,
+        lease_seconds=args.lease_seconds,
         item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
         index=args.index,

@@ -6,6 +6,7 @@ Layout under the output root (paths go through Beam's `FileSystems`: local disks
     _published/dt=<date>.json                      the pointer: the run's manifest and files, written last
     _published/latest.json                         the pointer of the newest date published
     _runs/<date>.<start time>.<attempt>.json       a record of every run: running, succeeded, failed, gated
+    _lease.json                                    the running job's lease (`recsys_core.lease`)
     _staging/<version>/                            a run's scratch space (shuffle files)
 
 A version is the run identity (a hash of the bundle, the input files' contents,
@@ -18,7 +19,8 @@ the complete old run or the complete new one, never a mix, and never nothing.
 The run a pointer replaced keeps its files until the next run, for readers that
 opened it just before the switch; a killed run's files are unreferenced and are
 removed by the next run (`collect_garbage`). One job writes to an output root at
-a time.
+a time: it holds the root's lease (`_lease.json`, `output_lease`) from before its
+clean-up until it has published, and a second run refuses to start meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from recsys_core.faults import fault_point
 from recsys_core.fingerprint import json_sha256
+from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
 from recsys_core.outputs import LATEST, PUBLISHED_DIR, pointer_path
 
 RUNS = "_runs"
@@ -100,10 +103,33 @@ def manifest_hash(manifest: dict) -> str:
 
 def write_json_atomically(path: str, value: dict) -> None:
     """Writes `path` whole or not at all: a temporary name, then a rename over the old file."""
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def write_text_atomically(path: str, text: str) -> None:
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with FileSystems.create(temporary) as handle:
-        handle.write(json.dumps(value, indent=2, sort_keys=True, default=str).encode())
+        handle.write(text.encode())
     FileSystems.rename([temporary], [path])
+
+
+def _read_text(path: str) -> str | None:
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as handle:
+        return handle.read().decode()
+
+
+def _remove(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+def output_lease(root: str, run: str, seconds: float) -> Lease:
+    """The lease of an output root (`recsys_core.lease`): one run writes, cleans up and publishes there at a time."""
+    return Lease(
+        FileSystems.join(root, LEASE_FILE), LeaseFiles(_read_text, write_text_atomically, _remove), run, seconds
+    )
 
 
 def write_record(root: str, record: dict) -> None:

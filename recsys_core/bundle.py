@@ -9,6 +9,7 @@ A bundle is one directory per training run, under an output root:
     <root>/<version>/feature_schema.json, metrics.json, config.json, vocabulary.json
     <root>/<version>/plots/, tensorboard/, checkpoints/   per phase and model: fit/ranking/, refit/ranking/
     <root>/.<version>.incomplete/      a bundle being assembled (removed by the next run if it died)
+    <root>/_lease.json                 the lease of the run writing here (`output_lease`): one at a time
 
 Every path goes through `tf.io.gfile`, so the root may be local, `gs://...` or TF's `ram://`.
 A bundle is assembled in its hidden staging directory and published by moving it to
@@ -27,6 +28,7 @@ import os
 
 import tensorflow as tf
 
+from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
 from recsys_core.schema import FeatureSchema
 
 FORMAT_VERSION = 2  # 2: schema-driven inputs, `item_id` naming
@@ -79,6 +81,19 @@ def remove_incomplete(root: str) -> None:
             name = name.rstrip("/")
             if name.startswith(".") and name.endswith(_INCOMPLETE):
                 remove(os.path.join(root, name))
+
+
+def output_lease(root: str, run: str) -> Lease:
+    """The lease of a training output directory (`recsys_core.lease`): one run cleans up, resumes and publishes
+    there at a time."""
+    path = os.path.join(root, LEASE_FILE)
+    files = LeaseFiles(lambda p: read_text(p) if tf.io.gfile.exists(p) else None, write_text, _remove_file)
+    return Lease(path, files, run)
+
+
+def _remove_file(path: str) -> None:
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
 
 
 def publish(staging: str, root: str, version: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -76,11 +77,19 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             f"{schema.describe()} declares no ratings (implicit feedback), so rating models cannot be "
             "trained; use --models retrieval or add a rating column"
         )
-    length = config.retrieval.history_length
-    chief = is_chief(strategy)
     version = bundle.new_version()
     root = bundle.absolute(config.training.output_dir)
-    if chief:
+    lease = bundle.output_lease(root, version) if is_chief(strategy) else contextlib.nullcontext()
+    with lease:  # no other run cleans up, resumes or publishes here meanwhile
+        return _prepared_and_trained(config, strategy, schema, root, version)
+
+
+def _prepared_and_trained(
+    config: ExperimentConfig, strategy: tf.distribute.Strategy, schema: FeatureSchema, root: str, version: str
+) -> str | None:
+    """Prepares the splits (in memory or streamed) into example files, then `_train_and_export`."""
+    length = config.retrieval.history_length
+    if is_chief(strategy):
         bundle.remove_incomplete(root)
     examples, seed = _examples_directory(config.training.examples_dir, version), config.training.seed
     log.info("example files: %s", examples)
