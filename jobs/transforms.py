@@ -408,7 +408,9 @@ class _EmbedItemsFn(_WithBundle):
     def process(self, deduplicated: tuple[pa.Table, pa.Table]):
         items, dead = deduplicated
         count_dead(dead)
-        yield build_item_index(self.scorer, items)
+        index = build_item_index(self.scorer, items)
+        _counter("non_finite_item_embeddings").inc(int((~np.isfinite(index.embeddings)).any(axis=1).sum()))
+        yield index
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead)
 

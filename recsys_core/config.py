@@ -145,7 +145,10 @@ class ListRankerConfig(FitConfig):
     learning_rate: float = 0.003
     layers: tuple[int, ...] = (32,)
     cross_layers: int = 1
-    l2: float = 1e-4
+    # Out-of-fold validation NDCG@10 on ML-100K (random / temporal split, bundles fitted without refit) for
+    # l2 1e-4, 1e-3, 1e-2, 3e-2, 1e-1: 0.2500 / 0.3489, 0.2513 / 0.3492, 0.2525 / 0.3503, 0.2528 / 0.3501,
+    # 0.2500 / 0.3515: with 19 features and a few hundred lists, stronger than the rating models'.
+    l2: float = 1e-2
     members: int = 3  # fits from consecutive seeds, averaged
     # The rating model whose predicted rating is one of its features ("" for none; absent from the run: none).
     rating_model: str = "ranking"

@@ -110,14 +110,29 @@ def test_killed_nights_leave_yesterday_untouched_and_a_rerun_completes(ml100k_bu
 
 
 def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tmp_path):
-    first = batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, warehouse))
-    assert batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, warehouse)) == first  # rerun in place
+    """Whatever the number of worker processes and item shards, over several user buckets and blocks, with
+    dead letters among the rows."""
+    import pyarrow as pa
+
+    dirty = tmp_path / "dirty"
+    dirty.mkdir()
+    for table in ("users", "items"):
+        (dirty / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
+    ratings = pq.read_table(warehouse / "interactions.parquet")
+    bad = ratings.slice(0, 3).set_column(2, "rating", pa.array([9.0, float("nan"), 4.0], pa.float32()))
+    bad = bad.set_column(1, "item_id", pa.array(["1", "2", "no-such-item"]))
+    pq.write_table(pa.concat_tables([ratings, bad]), dirty / "interactions.parquet")
+    several_blocks = ("--block-size", "64")  # 300 users: 5 buckets, blocks of at most 64
+    first = batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, dirty, *several_blocks))
+    assert first["row_counts"][outputs.DEAD_LETTER] == 3 and first["counters"]["rows_written_recommendations"]
+    assert batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, dirty, *several_blocks)) == first
     second = batch_recommend.run(
         _flags(
             ml100k_bundle,
             tmp_path / "b",
             TODAY,
-            warehouse,
+            dirty,
+            *several_blocks,
             "--direct_num_workers",
             "2",
             "--direct_running_mode",
@@ -166,6 +181,27 @@ def test_a_near_empty_night_fails_the_gate_and_says_why(ml100k, ml100k_bundle, w
         batch_recommend.run(
             _flags(ml100k_bundle, output, TODAY, warehouse, "--min-bundle-metric", "retrieval.no_such_metric=0.1")
         )
+
+
+def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(ml100k_bundle, warehouse, tmp_path):
+    import shutil
+
+    output = tmp_path / "out"
+    # Popularity outweighing the model: everyone gets nearly one list, as from a collapsed query tower.
+    collapsed = _flags(ml100k_bundle, output, TODAY, warehouse, "--reranker", "none", "--popularity-weight", "1000")
+    with pytest.raises(DataError, match=r"publish gate.*the lists hold \d+ distinct items of .*has the query tower"):
+        batch_recommend.run(collapsed)
+    # An error metric above its ceiling; a NaN metric fails any bound.
+    with pytest.raises(DataError, match=r"the bundle's ranking\.rmse is 0\.9\d+, above the ceiling 0\.5"):
+        batch_recommend.run(_flags(ml100k_bundle, output, TODAY, warehouse, "--max-bundle-metric", "ranking.rmse=0.5"))
+    broken = tmp_path / "bundle"
+    shutil.copytree(ml100k_bundle, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["metrics"]["ranking"]["rmse"] = float("nan")  # as a diverged evaluation writes it
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"the bundle's ranking\.rmse is nan \(--max-bundle-metric 2"):
+        batch_recommend.run(_flags(str(broken), output, TODAY, warehouse, "--max-bundle-metric", "ranking.rmse=2"))
+    assert _visible(output, TODAY) is None
 
 
 def test_a_bundle_trained_on_other_features_is_refused_before_any_work(ml100k_bundle, tmp_path):
