@@ -203,7 +203,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             counters = _counters(result)
             record.update(counters=counters, fallback_share=_fallback_share(counters))
             record["input_rows"] = _input_rows(counters, settings.max_bad_share, inputs)
-            _warn_on_unknown_users(publish.previous_record(settings.output), record)
+            _warn_on_changes(publish.previous_record(settings.output), record)
             refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
             if refused:
                 raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
@@ -308,15 +308,29 @@ def _fallback_share(counters: dict) -> float:
     return counters.get("fallback_users", 0) / max(gate.users_served(counters), 1)
 
 
-def _warn_on_unknown_users(previous: dict | None, record: dict) -> None:
-    """Logs the share of users the model cannot serve when it jumps against the last succeeded run."""
-    share, before = record["fallback_share"], (previous or {}).get("fallback_share")
+def _warn_on_changes(previous: dict | None, record: dict) -> None:
+    """Logs, with the figures, what moved far more than from one night to the next against the last succeeded
+    run: the share of users the model cannot serve (more than doubled) and the distinct items of all lists (less
+    than half: a query tower that collapsed, a catalogue cut short)."""
+    if previous is None:
+        return
+    share, before = record["fallback_share"], previous.get("fallback_share")
     if before is not None and share > max(2 * before, before + 0.05):
         log.warning(
             "%.1f%% of users are unknown to the bundle or have no history, up from %.1f%% in run %s: "
             "is the bundle older than the users, or are the interactions incomplete?",
             100 * share,
             100 * before,
+            previous["run_id"],
+        )
+    distinct = record["counters"].get("distinct_items_recommended", 0)
+    distinct_before = previous.get("counters", {}).get("distinct_items_recommended")
+    if distinct_before and distinct < distinct_before / 2:
+        log.warning(
+            "the lists hold %d distinct items, down from %d in run %s: has the query tower collapsed, or the "
+            "catalogue shrunk?",
+            distinct,
+            distinct_before,
             previous["run_id"],
         )
 

@@ -300,6 +300,7 @@ def test_bad_bundles_stop_before_any_beam_work(tmp_path, capsys):
         (["--max-bundle-metric", "ranking.rmse"], "--max-bundle-metric 'ranking.rmse' is not of the form"),
         (["--min-bundle-metric", "ranking.rmse=nan"], "--min-bundle-metric 'ranking.rmse=nan' is not of the form"),
         (["--min-distinct-item-share", "2"], "--min-distinct-item-share"),
+        (["--lease-seconds", "0"], "--lease-seconds must be at least 1"),
         (["--final-k", "50", "--top-k", "10"], "--final-k 50 exceeds --top-k 10"),
         (["--reranker", "dcn"], "--reranker 'dcn' is not in bundle"),
         (["--blend-weight", "1.5"], "--blend-weight must be within 0..1"),

@@ -75,3 +75,18 @@ def test_floors_and_ceilings_on_the_bundles_offline_metrics():
 def test_a_nan_metric_fails_its_floor_and_its_ceiling(bounds):
     found = failures(Gate(**bounds), HEALTHY, {"ranking": {"rmse": float("nan")}})
     assert len(found) == 1 and "the bundle's ranking.rmse is nan" in found[0]
+
+
+def test_a_night_far_from_the_last_one_is_reported_with_its_figures(caplog):
+    from jobs.batch_recommend import _warn_on_changes
+
+    last = {"run_id": "2026-11-21-abc", "fallback_share": 0.10, "counters": {"distinct_items_recommended": 400}}
+    usual = {"fallback_share": 0.12, "counters": {"distinct_items_recommended": 380}}
+    _warn_on_changes(last, usual)
+    _warn_on_changes(None, usual)  # the first night has nothing to compare with
+    assert caplog.text == ""
+    _warn_on_changes(last, {"fallback_share": 0.25, "counters": {"distinct_items_recommended": 150}})
+    assert "25.0% of users are unknown to the bundle or have no history, up from 10.0% in run 2026-11-21-abc" in (
+        caplog.text
+    )
+    assert "the lists hold 150 distinct items, down from 400 in run 2026-11-21-abc" in caplog.text
