@@ -17,8 +17,8 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import bundle, evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
-from recsys_core.data import DataError, load_data, prepared, resolve_schema, streaming
-from recsys_core.data.parquet_source import open_parquet_tables
+from recsys_core.data import DataError, InteractionData, load_data, prepared, resolve_schema, streaming
+from recsys_core.data.parquet_source import ParquetTables, open_parquet_tables
 from recsys_core.data.pipeline import ModelInputs, make_dataset, steps_per_epoch
 from recsys_core.data.prepared import Phase, PreparedSplits
 from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_cpu
@@ -77,17 +77,24 @@ def run_experiment(config: ExperimentConfig) -> str | None:
             f"{schema.describe()} declares no ratings (implicit feedback), so rating models cannot be "
             "trained; use --models retrieval or add a rating column"
         )
+    # The data is found (and, in memory, read) before anything is written: a wrong path writes nothing.
+    data = open_parquet_tables(config.data.path, schema) if config.data.out_of_core else load_data(config.data, schema)
     version = bundle.new_version()
     root = bundle.absolute(config.training.output_dir)
     lease = bundle.output_lease(root, version) if is_chief(strategy) else contextlib.nullcontext()
     with lease:  # no other run cleans up, resumes or publishes here meanwhile
-        return _prepared_and_trained(config, strategy, schema, root, version)
+        return _prepared_and_trained(config, strategy, data, root, version)
 
 
 def _prepared_and_trained(
-    config: ExperimentConfig, strategy: tf.distribute.Strategy, schema: FeatureSchema, root: str, version: str
+    config: ExperimentConfig,
+    strategy: tf.distribute.Strategy,
+    data: InteractionData | ParquetTables,
+    root: str,
+    version: str,
 ) -> str | None:
-    """Prepares the splits (in memory or streamed) into example files, then `_train_and_export`."""
+    """Prepares the splits (in memory, or streamed from Parquet `data`) into example files, then
+    `_train_and_export`."""
     length = config.retrieval.history_length
     if is_chief(strategy):
         bundle.remove_incomplete(root)
@@ -95,10 +102,9 @@ def _prepared_and_trained(
     log.info("example files: %s", examples)
     try:
         if config.data.out_of_core:
-            tables = open_parquet_tables(config.data.path, schema)
-            splits = streaming.prepare(tables, config.data, length, examples, seed, config.training.refit)
+            splits = streaming.prepare(data, config.data, length, examples, seed, config.training.refit)
         else:
-            splits = prepared.in_memory(load_data(config.data, schema), config.data, length, examples, seed)
+            splits = prepared.in_memory(data, config.data, length, examples, seed)
         log.info(
             "%d fitting, %d validation and %d test ratings; %d replicas",
             splits.rows["fit"],

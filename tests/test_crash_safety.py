@@ -187,9 +187,15 @@ def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(
     import shutil
 
     output = tmp_path / "out"
-    # Popularity outweighing the model: everyone gets nearly one list, as from a collapsed query tower.
-    collapsed = _flags(ml100k_bundle, output, TODAY, warehouse, "--reranker", "none", "--popularity-weight", "1000")
-    with pytest.raises(DataError, match=r"publish gate.*the lists hold \d+ distinct items of .*has the query tower"):
+    # Everyone given nearly one list, as by a collapsed query tower: here one interaction for 300 users puts
+    # all but one of them on the popularity fallback, let through by --max-fallback-share 1.
+    thin = tmp_path / "thin"
+    thin.mkdir()
+    for table in ("users", "items"):
+        (thin / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
+    pq.write_table(pq.read_table(warehouse / "interactions.parquet").slice(0, 1), thin / "interactions.parquet")
+    collapsed = _flags(ml100k_bundle, output, TODAY, thin, "--max-fallback-share", "1")
+    with pytest.raises(DataError, match=r"publish gate.*the lists hold \d+ distinct items of 1682 .*has the query"):
         batch_recommend.run(collapsed)
     # An error metric above its ceiling; a NaN metric fails any bound.
     with pytest.raises(DataError, match=r"the bundle's ranking\.rmse is 0\.9\d+, above the ceiling 0\.5"):
