@@ -7,6 +7,7 @@ subprocess that dies as a killed machine would: no exception handler, no cleanup
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -184,9 +185,9 @@ def test_a_near_empty_night_fails_the_gate_and_says_why(ml100k, ml100k_bundle, w
 
 
 def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(ml100k_bundle, warehouse, tmp_path):
+    """One real night with three faults; the gate names each."""
     import shutil
 
-    output = tmp_path / "out"
     # Everyone given nearly one list, as by a collapsed query tower: here one interaction for 300 users puts
     # all but one of them on the popularity fallback, let through by --max-fallback-share 1.
     thin = tmp_path / "thin"
@@ -194,19 +195,20 @@ def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(
     for table in ("users", "items"):
         (thin / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
     pq.write_table(pq.read_table(warehouse / "interactions.parquet").slice(0, 1), thin / "interactions.parquet")
-    collapsed = _flags(ml100k_bundle, output, TODAY, thin, "--max-fallback-share", "1")
-    with pytest.raises(DataError, match=r"publish gate.*the lists hold \d+ distinct items of 1682 .*has the query"):
-        batch_recommend.run(collapsed)
-    # An error metric above its ceiling; a NaN metric fails any bound.
-    with pytest.raises(DataError, match=r"the bundle's ranking\.rmse is 0\.9\d+, above the ceiling 0\.5"):
-        batch_recommend.run(_flags(ml100k_bundle, output, TODAY, warehouse, "--max-bundle-metric", "ranking.rmse=0.5"))
+    # A bundle whose evaluation diverged (a NaN RMSE), and whose DLRM is past a ceiling.
     broken = tmp_path / "bundle"
     shutil.copytree(ml100k_bundle, broken)
     manifest = json.loads((broken / "manifest.json").read_text())
-    manifest["metrics"]["ranking"]["rmse"] = float("nan")  # as a diverged evaluation writes it
+    manifest["metrics"]["ranking"]["rmse"] = float("nan")
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(DataError, match=r"the bundle's ranking\.rmse is nan \(--max-bundle-metric 2"):
-        batch_recommend.run(_flags(str(broken), output, TODAY, warehouse, "--max-bundle-metric", "ranking.rmse=2"))
+    output = tmp_path / "out"
+    ceilings = ("--max-bundle-metric", "ranking.rmse=2", "--max-bundle-metric", "dlrm.rmse=0.5")
+    with pytest.raises(DataError, match="publish gate") as refused:
+        batch_recommend.run(_flags(str(broken), output, TODAY, thin, "--max-fallback-share", "1", *ceilings))
+    message = str(refused.value)
+    assert re.search(r"the lists hold \d+ distinct items of 1682 .*has the query tower collapsed", message)
+    assert "the bundle's ranking.rmse is nan (--max-bundle-metric 2.0)" in message
+    assert re.search(r"the bundle's dlrm\.rmse is \d\.\d{4}, above the ceiling 0\.5", message)
     assert _visible(output, TODAY) is None
 
 
