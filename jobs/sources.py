@@ -55,7 +55,7 @@ def is_hidden(path: str) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class JobInputs:
-    """The job's three input tables, as Parquet file patterns or (local sources) as tables.
+    """The job's three input tables, as the Parquet files the launcher listed or (local sources) as tables.
 
     Attributes:
         files: table -> the Parquet files the workers read; absent tables are not given.

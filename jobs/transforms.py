@@ -31,15 +31,7 @@ from apache_beam.utils.shared import Shared
 
 from jobs.sources import UNREADABLE_FILE, JobInputs, RefusedFile
 from recsys_core import outputs
-from recsys_core.data.activity import (
-    ALL_TIME,
-    NEVER,
-    RECENT_WINDOWS_DAYS,
-    ItemActivity,
-    newest_time,
-    trending,
-    window_start,
-)
+from recsys_core.data.activity import ALL_TIME, NEVER, ItemActivity, newest_time, window_start, windows_counted
 from recsys_core.faults import fault_point
 from recsys_core.recommend import (
     BundleScorer,
@@ -310,13 +302,6 @@ def _dense(by_item: dict, index: ItemIndex, missing: int = 0, dtype=np.float32) 
     return np.array([by_item.get(item, missing) for item in index.items[ITEM_ID].to_pylist()], dtype)
 
 
-def _activity(newest, window_days: float, all_time: np.ndarray, first_seen: np.ndarray, windows: dict):
-    """The `ItemActivity` assembled from its parts (`windows`: `{days: [items] counts}`)."""
-    popularity = all_time if window_days == ALL_TIME else trending(windows[window_days], all_time)
-    recent = np.stack([*(windows[days] for days in RECENT_WINDOWS_DAYS), all_time], axis=1)
-    return ItemActivity(popularity, recent, first_seen, newest)
-
-
 class Activity(beam.PTransform):
     """Checked interactions -> the catalogue's `ItemActivity` (the fallback's order, the list ranker's time
     features), one element.
@@ -346,14 +331,14 @@ class Activity(beam.PTransform):
         firsts = interactions | "FirstTimes" >> beam.Map(_item_first_times)
         first_seen = self._by_item(firsts, "FirstTimes", min, NEVER, np.int64)
         windows = []
-        for days in sorted({*RECENT_WINDOWS_DAYS, self._window_days} - {ALL_TIME}):
+        for days in windows_counted(self._window_days):
             label = f"Last{days:g}Days".replace(".", "_")
             since = newest | f"Start{label}" >> beam.Map(window_start, days)
             recent = interactions | f"Count{label}" >> beam.Map(_item_counts, since=beam.pvalue.AsSingleton(since))
             dense = self._by_item(recent, label, operator.add)
             windows.append(dense | f"Key{label}" >> beam.Map(lambda counts, days=days: (days, counts)))
         return newest | "Activity" >> beam.Map(
-            _activity,
+            ItemActivity.from_counts,
             self._window_days,
             all_time=beam.pvalue.AsSingleton(all_time),
             first_seen=beam.pvalue.AsSingleton(first_seen),

@@ -196,7 +196,7 @@ class TrainingConfig:
     popularity_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     # Popularity as of the newest interaction counts the interactions of the last N days (0: all time), ties
     # broken by all-time counts; N is chosen on validation by the most-popular-unseen lists, and both the
-    # fallback (users without history) and the prior above use it (see data.tables.item_popularity).
+    # fallback (users without history) and the prior above use it (see data.activity.item_popularity).
     popularity_windows_days: tuple[float, ...] = (0.0, 3.0, 7.0, 14.0, 30.0, 90.0)
     # EASE baseline regularisation, chosen on validation.
     ease_l2: tuple[float, ...] = (100.0, 300.0, 1000.0)

@@ -365,14 +365,20 @@ def candidate_lists(
         )
     clock.lap("top_k")
     ranking_scores = np.full(candidates.shape, np.nan, np.float32)
-    rating_model = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
-    if rating_model not in (None, "none"):
+    rating_model = _rating_model(scorer, settings)
+    if rating_model is not None:
         users = np.flatnonzero(servable)
         ranking_scores[users] = scorer.rate_candidates(rating_model, query, users, candidates[users], index)
     clock.lap("rerank")
     return CandidateLists(
         query, queries, candidates, retrieval_scores, ranking_scores, servable, recall_counts, retrieved
     )
+
+
+def _rating_model(scorer: BundleScorer, settings: RecommendSettings) -> str | None:
+    """The rating signature that rates the candidates: the re-ranker, or the one the list ranker reads; None."""
+    name = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
+    return None if name in (None, "none") else name
 
 
 def _other_sources(
@@ -481,8 +487,7 @@ def _non_finite(
     the users it orders, user embeddings with any such component."""
     valid = lists.candidates >= 0
     served = valid & lists.servable[:, None]
-    rating_model = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
-    rated = served if rating_model not in (None, "none") else np.zeros_like(served)
+    rated = served if _rating_model(scorer, settings) is not None else np.zeros_like(served)
     listed = valid[lists.servable] if len(list_scores) else np.zeros(list_scores.shape, bool)
     return {
         "non_finite_retrieval_scores": int((valid & ~np.isfinite(lists.retrieval_scores)).sum()),

@@ -98,7 +98,6 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
     for field in expected:
         column, default, not_converted = _column(rows, table, field, rules, source)
         bad = {}
-        original = one_array(rows[field.name]) if field.name in rows.column_names else column  # as written
         if not_converted is not None:
             bad["not_convertible"] = not_converted
         if pa.types.is_string(field.type) or pa.types.is_list(field.type):
@@ -119,7 +118,10 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
         for reason, mask in bad.items():
             mask = pc.fill_null(mask, False).to_numpy(zero_copy_only=False) & keep
             if mask.any():
-                shown = {"not_convertible": original, "not_utf8": _raw(original)}.get(reason, column)
+                shown = column
+                if reason in ("not_convertible", "not_utf8"):  # the value as written, text that is not UTF-8 as bytes
+                    written = one_array(rows[field.name])
+                    shown = written if reason == "not_convertible" else _raw(written)
                 dead.append(dead_letters(table, reason, field.name, shown.filter(pa.array(mask)), source))
                 keep &= ~mask
         if default is not None:
@@ -132,8 +134,8 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
 def _column(
     rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: str
 ) -> tuple[pa.Array, object, pa.Array | None]:
-    """The column cast to its declared type, the default that fills its nulls (None: required), and the
-    original values that do not convert (their rows null in the column; None: all converted).
+    """The column cast to its declared type, the default that fills its nulls (None: required), and `[rows]`
+    bool marking the values that do not convert (null in the column; None: all converted).
 
     Raises:
         ValueError: the column is missing, or its type can never be read as the declared one (a list for a
@@ -165,8 +167,9 @@ def _column(
 
 
 def _convert_each(column: pa.Array, kind: pa.DataType) -> tuple[pa.Array, pa.Array]:
-    """`column` cast to `kind` value by value where a whole cast failed: the cast column (null where a value
-    does not convert) and `[rows]` bool marking those values. Slices that cast whole are cast at once."""
+    """`column` (at least one row) cast to `kind` value by value where a whole cast failed: the cast column (null
+    where a value does not convert) and `[rows]` bool marking those values. Slices that cast whole are cast at
+    once."""
     parts, failed = [], []
     for start in range(0, len(column), _CONVERT_SLICE):
         part = column.slice(start, _CONVERT_SLICE)
@@ -185,7 +188,7 @@ def _convert_each(column: pa.Array, kind: pa.DataType) -> tuple[pa.Array, pa.Arr
                 bad[row] = True
         parts.append(pa.array(values, kind))
         failed.append(bad)
-    return pa.concat_arrays(parts) if parts else column.cast(kind, safe=False), pa.array(np.concatenate(failed))
+    return pa.concat_arrays(parts), pa.array(np.concatenate(failed))
 
 
 def timestamps_as_seconds(column: pa.Array) -> pa.Array:

@@ -38,6 +38,15 @@ def warehouse(ml100k, tmp_path_factory):
     return root
 
 
+def _with_interactions(warehouse, directory, interactions):
+    """The warehouse's users and items beside other `interactions` (a table), in `directory`."""
+    directory.mkdir()
+    for table in ("users", "items"):
+        (directory / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
+    pq.write_table(interactions, directory / "interactions.parquet")
+    return directory
+
+
 def _flags(bundle, output, run_date, data, *extra):
     return ["--bundle", bundle, "--output", str(output), "--run-date", run_date, "--data-source", "parquet",
             "--data-path", str(data), "--reranker", "ranking", *extra]  # fmt: skip
@@ -115,14 +124,10 @@ def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tm
     dead letters among the rows."""
     import pyarrow as pa
 
-    dirty = tmp_path / "dirty"
-    dirty.mkdir()
-    for table in ("users", "items"):
-        (dirty / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
     ratings = pq.read_table(warehouse / "interactions.parquet")
     bad = ratings.slice(0, 3).set_column(2, "rating", pa.array([9.0, float("nan"), 4.0], pa.float32()))
     bad = bad.set_column(1, "item_id", pa.array(["1", "2", "no-such-item"]))
-    pq.write_table(pa.concat_tables([ratings, bad]), dirty / "interactions.parquet")
+    dirty = _with_interactions(warehouse, tmp_path / "dirty", pa.concat_tables([ratings, bad]))
     several_blocks = ("--block-size", "64")  # 300 users: 5 buckets, blocks of at most 64
     first = batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, dirty, *several_blocks))
     assert first["row_counts"][outputs.DEAD_LETTER] == 3 and first["counters"]["rows_written_recommendations"]
@@ -151,11 +156,7 @@ def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tm
 
 
 def test_an_empty_interactions_table_publishes_nothing(ml100k, ml100k_bundle, warehouse, tmp_path):
-    data = tmp_path / "empty"
-    data.mkdir()
-    for table in ("users", "items"):
-        (data / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
-    pq.write_table(ml100k.ratings.slice(0, 0), data / "interactions.parquet")
+    data = _with_interactions(warehouse, tmp_path / "empty", ml100k.ratings.slice(0, 0))
     with pytest.raises(DataError, match="interactions.parquet has no rows"):
         batch_recommend.run(_flags(ml100k_bundle, tmp_path / "out", TODAY, data))
     assert not (tmp_path / "out" / "_published").exists()
@@ -163,11 +164,7 @@ def test_an_empty_interactions_table_publishes_nothing(ml100k, ml100k_bundle, wa
 
 def test_a_near_empty_night_fails_the_gate_and_says_why(ml100k, ml100k_bundle, warehouse, tmp_path):
     """Ten interactions for 300 users: nearly everyone would get the popularity fallback."""
-    data = tmp_path / "thin"
-    data.mkdir()
-    for table in ("users", "items"):
-        (data / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
-    pq.write_table(pq.read_table(warehouse / "interactions.parquet").slice(0, 10), data / "interactions.parquet")
+    data = _with_interactions(warehouse, tmp_path / "thin", pq.read_table(warehouse / "interactions.parquet")[:10])
     output = tmp_path / "out"
     yesterday = batch_recommend.run(_flags(ml100k_bundle, output, YESTERDAY, warehouse))
     with pytest.raises(DataError, match=r"publish gate.*of users get the popularity fallback"):
@@ -190,11 +187,7 @@ def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(
 
     # Everyone given nearly one list, as by a collapsed query tower: here one interaction for 300 users puts
     # all but one of them on the popularity fallback, let through by --max-fallback-share 1.
-    thin = tmp_path / "thin"
-    thin.mkdir()
-    for table in ("users", "items"):
-        (thin / f"{table}.parquet").write_bytes((warehouse / f"{table}.parquet").read_bytes())
-    pq.write_table(pq.read_table(warehouse / "interactions.parquet").slice(0, 1), thin / "interactions.parquet")
+    thin = _with_interactions(warehouse, tmp_path / "thin", pq.read_table(warehouse / "interactions.parquet")[:1])
     # A bundle whose evaluation diverged (a NaN RMSE), and whose DLRM is past a ceiling.
     broken = tmp_path / "bundle"
     shutil.copytree(ml100k_bundle, broken)

@@ -64,9 +64,12 @@ def item_popularity(ratings: pa.Table, item_ids: pa.Array, window_days: float = 
     within the last `window_days` days up to the newest one, ties broken by all-time
     counts (`trending`).
     """
-    all_time = item_counts(ratings, item_ids)
-    since = window_start(newest_time(ratings), window_days)
-    return all_time if since is None else trending(counts_since(ratings, item_ids, since), all_time)
+    return item_activity(ratings, item_ids, window_days).popularity
+
+
+def windows_counted(window_days: float) -> list[float]:
+    """The windows (days) whose counts an `ItemActivity` with a `window_days` popularity is built from."""
+    return sorted({*RECENT_WINDOWS_DAYS, window_days} - {ALL_TIME})
 
 
 def first_seen(ratings: pa.Table, item_ids: pa.Array) -> np.ndarray:
@@ -97,6 +100,16 @@ class ItemActivity:
     newest: int | None
 
     @classmethod
+    def from_counts(
+        cls, newest: int | None, window_days: float, all_time: np.ndarray, first_seen: np.ndarray, windows: dict
+    ) -> ItemActivity:
+        """The activity from its counts: `all_time` `[items]` and `windows` `{days: [items] counts}` of every
+        window of `windows_counted(window_days)`."""
+        popularity = all_time if window_days == ALL_TIME else trending(windows[window_days], all_time)
+        recent = np.stack([*(windows[days] for days in RECENT_WINDOWS_DAYS), all_time], axis=1)
+        return cls(popularity, recent, first_seen, newest)
+
+    @classmethod
     def none(cls, items: int) -> ItemActivity:
         """The activity of `items` items without interactions."""
         return cls(
@@ -124,6 +137,8 @@ class ItemActivity:
 def item_activity(ratings: pa.Table, item_ids: pa.Array, window_days: float = ALL_TIME) -> ItemActivity:
     """The `ItemActivity` of `item_ids` in `ratings`, with the popularity of a `window_days` window."""
     newest = newest_time(ratings)
-    windows = [counts_since(ratings, item_ids, window_start(newest, days)) for days in RECENT_WINDOWS_DAYS]
-    recent = np.stack([*windows, item_counts(ratings, item_ids)], axis=1)
-    return ItemActivity(item_popularity(ratings, item_ids, window_days), recent, first_seen(ratings, item_ids), newest)
+    windows = {
+        days: counts_since(ratings, item_ids, window_start(newest, days)) for days in windows_counted(window_days)
+    }
+    all_time = item_counts(ratings, item_ids)
+    return ItemActivity.from_counts(newest, window_days, all_time, first_seen(ratings, item_ids), windows)
