@@ -34,7 +34,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, TestOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from jobs import gate, publish
+from jobs import changes, gate, publish
 from jobs.options import JobSettings, RecommendOptions, runs_locally, validate
 from jobs.sources import JobInputs, locate_inputs
 from jobs.transforms import (
@@ -111,7 +111,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     index = embedded["index"]
     buckets = max(1, -(-inputs.estimated_users // settings.block_size))
     users = checked[USERS]["rows"] if USERS in checked else None
-    spill = publish.shuffle_directory(settings.output, version) if settings.shuffle == "files" else None
+    spill = publish.shuffle_directory(settings.scratch, version) if settings.shuffle == "files" else None
     grouped = (users, checked[INTERACTIONS]["rows"]) | "GroupUsers" >> BuildUserBlocks(
         rules, USERS in checked, buckets, settings.block_size, settings.max_seen_per_block, index, spill
     )
@@ -183,7 +183,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     lease = None if dry_run else publish.output_lease(settings.output, record["record"], settings.lease_seconds)
     with lease or contextlib.nullcontext():  # the root is this run's: no other run cleans up or publishes there
         if not dry_run:
-            publish.collect_garbage(settings.output, outputs.PUBLISHED)
+            publish.collect_garbage(settings.output, settings.scratch, outputs.PUBLISHED)
         save(status="running")
         version = None
         try:
@@ -203,11 +203,12 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             counters = _counters(result)
             record.update(counters=counters, fallback_share=_fallback_share(counters))
             record["input_rows"] = _input_rows(counters, settings.max_bad_share, inputs)
-            _warn_on_changes(publish.previous_record(settings.output), record)
+            files = _read_files_list(settings, version)
+            record["list_overlap"] = _list_overlap(settings.output, files)
+            changes.warn_on_changes(publish.succeeded_records(settings.output), record)
             refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
             if refused:
                 raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
-            files = _read_files_list(settings, version)
             manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
             record["manifest_sha256"] = publish.manifest_hash(manifest)
             paths = {table: [f["path"] for f in files if f["table"] == table] for table in outputs.PUBLISHED}
@@ -215,11 +216,11 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             publish.publish(settings.output, settings.run_date, version, manifest, paths)
         except BaseException as error:
             if version and not dry_run:
-                publish.discard(settings.output, version, outputs.PUBLISHED, settings.run_date)
+                publish.discard(settings.output, settings.scratch, version, outputs.PUBLISHED, settings.run_date)
             status = "gated" if isinstance(error, gate.GateError) else "failed"
             save(status=status, reason=f"{type(error).__name__}: {error}", finished_at=_now())
             raise
-        publish.discard_staging(settings.output, version)
+        publish.discard_staging(settings.output, settings.scratch, version)
         clock["published"] = time.perf_counter()
         stages = list(clock)
         timings = {f"{a}_to_{b}": clock[b] - clock[a] for a, b in zip(stages, stages[1:], strict=False)}
@@ -308,31 +309,11 @@ def _fallback_share(counters: dict) -> float:
     return counters.get("fallback_users", 0) / max(gate.users_served(counters), 1)
 
 
-def _warn_on_changes(previous: dict | None, record: dict) -> None:
-    """Logs, with the figures, what moved far more than from one night to the next against the last succeeded
-    run: the share of users the model cannot serve (more than doubled) and the distinct items of all lists (less
-    than half: a query tower that collapsed, a catalogue cut short)."""
-    if previous is None:
-        return
-    share, before = record["fallback_share"], previous.get("fallback_share")
-    if before is not None and share > max(2 * before, before + 0.05):
-        log.warning(
-            "%.1f%% of users are unknown to the bundle or have no history, up from %.1f%% in run %s: "
-            "is the bundle older than the users, or are the interactions incomplete?",
-            100 * share,
-            100 * before,
-            previous["run_id"],
-        )
-    distinct = record["counters"].get("distinct_items_recommended", 0)
-    distinct_before = previous.get("counters", {}).get("distinct_items_recommended")
-    if distinct_before and distinct < distinct_before / 2:
-        log.warning(
-            "the lists hold %d distinct items, down from %d in run %s: has the query tower collapsed, or the "
-            "catalogue shrunk?",
-            distinct,
-            distinct_before,
-            previous["run_id"],
-        )
+def _list_overlap(root: str, files: list[dict]) -> dict | None:
+    """`changes.list_overlap` against the latest published run; None on the first night."""
+    previous = publish.current_pointer(root, outputs.LATEST)
+    recommendations = [f["path"] for f in files if f["table"] == outputs.RECOMMENDATIONS]
+    return changes.list_overlap(root, recommendations, previous) if previous else None
 
 
 def _now() -> str:

@@ -6,10 +6,12 @@ import dataclasses
 import datetime
 import functools
 import os
+import tempfile
 import uuid
 
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, StandardOptions
 
+from jobs import publish
 from jobs.gate import Gate, parse_metric_bounds
 from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
@@ -160,7 +162,7 @@ class RecommendOptions(PipelineOptions):
             "--shuffle",
             choices=SHUFFLES,
             default="auto",
-            help="how rows reach their user's bucket: files (Arrow files under the output's _staging, keeps "
+            help="how rows reach their user's bucket: files (Arrow files under --temp_location, keeps "
             "the DirectRunner's memory flat), beam (a GroupByKey, for Dataflow's shuffle) or auto (files on the "
             "DirectRunner, beam elsewhere)",
         )
@@ -178,6 +180,7 @@ class JobSettings:
     bundle: str
     manifest: dict
     output: str
+    scratch: str  # where raw rows wait for their bucket: under the temp location, never under `output`
     run_date: str
     data: DataConfig
     top_k: int
@@ -276,6 +279,9 @@ def validate(options: RecommendOptions) -> JobSettings:
         bundle=manifest["path"],
         manifest=manifest,
         output=args.output,
+        scratch=publish.scratch_root(
+            options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir(), args.output
+        ),
         run_date=run_date,
         data=data,
         top_k=args.top_k,

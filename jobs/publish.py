@@ -7,7 +7,12 @@ Layout under the output root (paths go through Beam's `FileSystems`: local disks
     _published/latest.json                         the pointer of the newest date published
     _runs/<date>.<start time>.<attempt>.json       a record of every run: running, succeeded, failed, gated
     _lease.json                                    the running job's lease (`recsys_core.lease`)
-    _staging/<version>/                            a run's scratch space (shuffle files)
+    _staging/<version>/files.json                  the files a run wrote, for its manifest
+
+Rows waiting for their user's bucket (`--shuffle files`) are raw input: they
+live under the job's temp location (Beam's `--temp_location`, else the local
+temporary directory), in `<temp>/recsys-scratch/<root key>/<version>/`, never
+under the root consumers read (`scratch_root`).
 
 A version is the run identity (a hash of the bundle, the input files' contents,
 the parameters and the date, so the same inputs write the same rows and bytes)
@@ -26,6 +31,7 @@ clean-up until it has published, and a second run refuses to start meanwhile.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import uuid
@@ -47,9 +53,15 @@ def version_directory(table: str, run_date: str, version: str) -> str:
     return f"{table}/dt={run_date}/v={version}"
 
 
-def shuffle_directory(root: str, version: str) -> str:
+def scratch_root(temp_location: str, root: str) -> str:
+    """The scratch space of the runs writing to output root `root`: under `temp_location`, one per root, so
+    the run holding the root's lease may remove all of it."""
+    return FileSystems.join(temp_location, "recsys-scratch", hashlib.sha256(root.encode()).hexdigest()[:12])
+
+
+def shuffle_directory(scratch: str, version: str) -> str:
     """Where a run's rows wait for their user bucket (`--shuffle files`); removed when the run ends."""
-    return FileSystems.join(root, STAGING, version, "_shuffle")
+    return FileSystems.join(scratch, version, "_shuffle")
 
 
 def read_json(path: str) -> dict:
@@ -57,7 +69,7 @@ def read_json(path: str) -> dict:
         return json.loads(handle.read())
 
 
-def _current(root: str, name: str) -> dict | None:
+def current_pointer(root: str, name: str) -> dict | None:
     """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None (readers:
     `recsys_core.outputs.read_pointer`, which needs no Beam)."""
     path = FileSystems.join(root, PUBLISHED_DIR, name)
@@ -73,7 +85,7 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
     Returns the pointer written. The version it replaces is named in it
     (`replaces`), so its files survive until the next run's garbage collection.
     """
-    previous = _current(root, f"dt={run_date}.json")
+    previous = current_pointer(root, f"dt={run_date}.json")
     pointer = {
         "run_date": run_date,
         "version": version,
@@ -83,9 +95,9 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
         "replaces": previous["version"] if previous else None,
     }
     fault_point("publish:before_pointer")
-    write_json_atomically(pointer_path(root, run_date), pointer)
+    write_json_atomically(pointer_path(root, run_date), pointer, before_rename="publish:before_rename")
     fault_point("publish:before_latest")
-    latest = _current(root, LATEST)
+    latest = current_pointer(root, LATEST)
     if latest is None or _day(latest["run_date"]) <= _day(run_date):
         write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST), pointer)
     return pointer
@@ -101,15 +113,18 @@ def manifest_hash(manifest: dict) -> str:
     return json_sha256(manifest)
 
 
-def write_json_atomically(path: str, value: dict) -> None:
-    """Writes `path` whole or not at all: a temporary name, then a rename over the old file."""
-    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True, default=str))
+def write_json_atomically(path: str, value: dict, before_rename: str | None = None) -> None:
+    """Writes `path` whole or not at all: a temporary name, then a rename over the old file (`before_rename`:
+    a fault point between the two)."""
+    write_text_atomically(path, json.dumps(value, indent=2, sort_keys=True, default=str), before_rename)
 
 
-def write_text_atomically(path: str, text: str) -> None:
+def write_text_atomically(path: str, text: str, before_rename: str | None = None) -> None:
     temporary = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     with FileSystems.create(temporary) as handle:
         handle.write(text.encode())
+    if before_rename:
+        fault_point(before_rename)
     FileSystems.rename([temporary], [path])
 
 
@@ -137,34 +152,37 @@ def write_record(root: str, record: dict) -> None:
     write_json_atomically(FileSystems.join(root, RUNS, f"{record['record']}.json"), record)
 
 
-def previous_record(root: str) -> dict | None:
-    """The newest succeeded run's record, by finish time."""
+def succeeded_records(root: str) -> list[dict]:
+    """The succeeded runs' records, newest finish first."""
     records = [r for r in _records(root) if r.get("status") == "succeeded"]
-    return max(records, key=lambda r: r.get("finished_at", ""), default=None)
+    return sorted(records, key=lambda r: r.get("finished_at", ""), reverse=True)
 
 
 def _records(root: str) -> list[dict]:
     return [read_json(m.path) for m in FileSystems.match([FileSystems.join(root, RUNS, "*.json")])[0].metadata_list]
 
 
-def discard(root: str, version: str, tables: tuple[str, ...], run_date: str) -> None:
-    """Removes what a failed run wrote: its version directories and its staging area."""
-    paths = [FileSystems.join(root, version_directory(table, run_date, version)) for table in tables]
+def discard(root: str, scratch: str, version: str, tables: tuple[str, ...], run_date: str) -> None:
+    """Removes what a failed run wrote: its version directories, its staging area and its scratch space."""
+    _delete([FileSystems.join(root, version_directory(table, run_date, version)) for table in tables])
+    discard_staging(root, scratch, version)
+
+
+def discard_staging(root: str, scratch: str, version: str) -> None:
+    """Removes a run's file list and its scratch space."""
+    _delete([FileSystems.join(root, STAGING, version), FileSystems.join(scratch, version)])
+
+
+def _delete(paths: list[str]) -> None:
     existing = [path for path in paths if FileSystems.exists(path)]
     if existing:
         FileSystems.delete(existing)
-    discard_staging(root, version)
 
 
-def discard_staging(root: str, version: str) -> None:
-    staging = FileSystems.join(root, STAGING, version)
-    if FileSystems.exists(staging):
-        FileSystems.delete([staging])
-
-
-def collect_garbage(root: str, tables: tuple[str, ...]) -> list[str]:
-    """Before a run: removes killed runs' staging areas and every version no pointer references (current or
-    the one it replaced), and marks killed runs' records `killed`. Returns what was removed."""
+def collect_garbage(root: str, scratch: str, tables: tuple[str, ...]) -> list[str]:
+    """Before a run: removes killed runs' staging areas, scratch spaces and pointers half-written (temporary
+    names), and every version no pointer references (current or the one it replaced); marks killed runs'
+    records `killed`. Returns what was removed."""
     kept = set()
     for metadata in FileSystems.match([FileSystems.join(root, PUBLISHED_DIR, "dt=*.json")])[0].metadata_list:
         pointer = read_json(metadata.path)
@@ -175,11 +193,16 @@ def collect_garbage(root: str, tables: tuple[str, ...]) -> list[str]:
             directory = metadata.path.rsplit("/", 1)[0]
             if directory.rsplit("/v=", 1)[1] not in kept:
                 leftovers.add(directory)
-    staging = FileSystems.join(root, STAGING)
-    if FileSystems.exists(staging):
-        leftovers.add(staging)
+    for area in (FileSystems.join(root, STAGING), scratch):  # runs' directories there: `<area>/<version>/...`
+        files = FileSystems.match([FileSystems.join(area, "**")])[0].metadata_list
+        leftovers |= {FileSystems.join(area, m.path[len(area) :].lstrip("/").split("/", 1)[0]) for m in files}
+    for pattern in (FileSystems.join(root, PUBLISHED_DIR, "*.tmp-*"), FileSystems.join(root, RUNS, "*.tmp-*")):
+        leftovers |= {m.path for m in FileSystems.match([pattern])[0].metadata_list}
+    for number, leftover in enumerate(sorted(leftovers)):
+        FileSystems.delete([leftover])
+        if number == 0:
+            fault_point("cleanup:partway")
     if leftovers:
-        FileSystems.delete(sorted(leftovers))
         log.info("removed %d leftovers of earlier runs", len(leftovers))
     for record in _records(root):
         if record.get("status") == "running":

@@ -551,7 +551,10 @@ class _WriteFileFn(beam.DoFn):
         with FileSystems.create(
             FileSystems.join(self._root, relative), compression_type=CompressionTypes.UNCOMPRESSED
         ) as handle:
-            handle.write(data)
+            handle.write(data[: len(data) // 2])
+            handle.flush()
+            fault_point("job:mid_write")  # half a file on disk
+            handle.write(data[len(data) // 2 :])
         self._rows.inc(rows.num_rows)
         yield {
             "table": self._table,

@@ -131,9 +131,14 @@ def published_files(root: str, table: str, run_date: str | None = None) -> list[
 
 def read_published(root: str, table: str, run_date: str | None = None) -> pa.Table:
     """`table` as published for `run_date` (default: the latest date): exactly one complete run's rows."""
-    filesystem, base = pyarrow.fs.FileSystem.from_uri(_uri(root))
+    filesystem, base = filesystem_of(root)
     paths = [f"{base}/{path}" for path in read_pointer(root, run_date)["files"][table]]
     return ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=filesystem).to_table()
+
+
+def filesystem_of(root: str) -> tuple[pyarrow.fs.FileSystem, str]:
+    """pyarrow's file system of `root` (a local path or a URI) and `root`'s path inside it."""
+    return pyarrow.fs.FileSystem.from_uri(_uri(root))
 
 
 def _uri(path: str) -> str:

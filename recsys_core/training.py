@@ -25,6 +25,7 @@ from recsys_core.distribute import dtype_policy, is_chief, make_strategy, split_
 from recsys_core.features.arrays import feature_arrays, item_inputs
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.fingerprint import json_sha256
+from recsys_core.lease import Lease
 from recsys_core.list_features import ItemFactors
 from recsys_core.models.builders import build_model, build_optimizer
 from recsys_core.registry import RATING_MODELS, TOWER_MODELS
@@ -81,9 +82,9 @@ def run_experiment(config: ExperimentConfig) -> str | None:
     data = open_parquet_tables(config.data.path, schema) if config.data.out_of_core else load_data(config.data, schema)
     version = bundle.new_version()
     root = bundle.absolute(config.training.output_dir)
-    lease = bundle.output_lease(root, version) if is_chief(strategy) else contextlib.nullcontext()
-    with lease:  # no other run cleans up, resumes or publishes here meanwhile
-        return _prepared_and_trained(config, strategy, data, root, version)
+    lease = bundle.output_lease(root, version) if is_chief(strategy) else None
+    with lease or contextlib.nullcontext():  # no other run cleans up, resumes or publishes here meanwhile
+        return _prepared_and_trained(config, strategy, data, root, version, lease)
 
 
 def _prepared_and_trained(
@@ -92,6 +93,7 @@ def _prepared_and_trained(
     data: InteractionData | ParquetTables,
     root: str,
     version: str,
+    lease: Lease | None,
 ) -> str | None:
     """Prepares the splits (in memory, or streamed from Parquet `data`) into example files, then
     `_train_and_export`."""
@@ -112,15 +114,21 @@ def _prepared_and_trained(
             splits.rows["test"],
             strategy.num_replicas_in_sync,
         )
-        return _train_and_export(config, strategy, splits, root, version)
+        return _train_and_export(config, strategy, splits, root, version, lease)
     finally:
         bundle.remove(examples)
 
 
 def _train_and_export(
-    config: ExperimentConfig, strategy: tf.distribute.Strategy, splits: PreparedSplits, root: str, version: str
+    config: ExperimentConfig,
+    strategy: tf.distribute.Strategy,
+    splits: PreparedSplits,
+    root: str,
+    version: str,
+    lease: Lease | None,
 ) -> str | None:
-    """Fits, selects, refits, evaluates and publishes (see `run_experiment`)."""
+    """Fits, selects, refits, evaluates and publishes (see `run_experiment`); `lease`: the chief's, checked
+    before the bundle is published (a run that stalled past its expiry publishes nothing)."""
     chief = is_chief(strategy)
     staging = bundle.staging_directory(root, version) if chief else tempfile.mkdtemp(prefix="recsys-worker-")
     resume = _resume_directory(root, config, splits.lineage)
@@ -194,6 +202,8 @@ def _train_and_export(
     if not chief:
         bundle.remove(staging)
         return None
+    if lease:
+        lease.check()
     final = bundle.publish(staging, root, version)
     bundle.remove(resume)
     return final

@@ -77,16 +77,23 @@ def test_a_nan_metric_fails_its_floor_and_its_ceiling(bounds):
     assert len(found) == 1 and "the bundle's ranking.rmse is nan" in found[0]
 
 
-def test_a_night_far_from_the_last_one_is_reported_with_its_figures(caplog):
-    from jobs.batch_recommend import _warn_on_changes
+def test_a_night_far_from_the_last_ones_is_reported_with_its_figures(caplog):
+    from jobs.changes import warn_on_changes
 
-    last = {"run_id": "2026-11-21-abc", "fallback_share": 0.10, "counters": {"distinct_items_recommended": 400}}
-    usual = {"fallback_share": 0.12, "counters": {"distinct_items_recommended": 380}}
-    _warn_on_changes(last, usual)
-    _warn_on_changes(None, usual)  # the first night has nothing to compare with
+    def night(run_id, fallback, distinct, kept):
+        overlap = {"previous_run_id": "2026-11-20-xyz", "users": 300, "mean_share": kept}
+        return {"run_id": run_id, "fallback_share": fallback, "counters": {"distinct_items_recommended": distinct},
+                "list_overlap": overlap}  # fmt: skip
+
+    history = [night("2026-11-21-abc", 0.10, 400, 0.8), night("2026-11-20-xyz", 0.11, 390, 0.6)]
+    warn_on_changes(history, night("today", 0.12, 380, 0.5))
+    warn_on_changes([], night("today", 0.9, 1, 0.0))  # the first night has nothing to compare with
     assert caplog.text == ""
-    _warn_on_changes(last, {"fallback_share": 0.25, "counters": {"distinct_items_recommended": 150}})
+    warn_on_changes(history, night("today", 0.25, 150, 0.3))
     assert "25.0% of users are unknown to the bundle or have no history, up from 10.0% in run 2026-11-21-abc" in (
         caplog.text
     )
     assert "the lists hold 150 distinct items, down from 400 in run 2026-11-21-abc" in caplog.text
+    assert "keep 30.0% of their items from run 2026-11-20-xyz (300 users compared), against 70.0% usually" in (
+        caplog.text
+    )
