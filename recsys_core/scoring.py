@@ -13,7 +13,11 @@ import tensorflow as tf
 NEG_INF = -np.inf
 
 
-_RUN = 50  # items per run of the two-stage selection (see `_top_k_excluding`)
+_RUN = 64  # at most this many items per run of the two-stage selection (see `_top_k_excluding`)
+# TensorFlow's CPU matmul rounds the columns of a partial tile of 16 otherwise than those of full tiles (measured
+# on AVX2 and AVX-512 machines): score matrices as wide as a multiple of 64 give an item the same score bits in
+# any shard, so the lists are byte-identical whatever `--item-shard-size`. A multiple of every run length.
+_WIDTH = 64
 
 
 _MATRIX = tf.TensorSpec([None, None], tf.float32)
@@ -168,8 +172,9 @@ class _Shard:
         size = stop - start
         self.start, self.stop, self.k = start, stop, min(k, size)
         # Runs short enough that there are ~4k of them: the second stage then reads ~1/4 of the scores at most.
-        self.run = max(1, min(_RUN, size // (4 * self.k)))
-        padded = -(-size // self.run) * self.run
+        # A power of two, so that it divides the padded width.
+        self.run = 1 << int(np.log2(max(1, min(_RUN, size // (4 * self.k)))))
+        padded = -(-size // _WIDTH) * _WIDTH
         self.padding = np.arange(size, padded)
         embeddings = np.zeros((items.shape[1], padded), np.float32)  # transposed: the fastest matmul layout here
         embeddings[:, :size] = items[start:stop].T
@@ -194,7 +199,7 @@ class _Shard:
         return scores.numpy(), positions.numpy() + self.start
 
 
-_MIN_SHARD = 16  # TF multiplies by a one-item shard on another path, whose rounding differs
+_MIN_SHARD = _WIDTH  # a narrower shard would be padded to this width anyway
 
 
 def _shard_bounds(num_items: int, shard_size: int | None) -> list[tuple[int, int]]:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from recsys_core.scoring import blend, rerank, top_k_unseen
+from recsys_core.scoring import ExactIndex, blend, rerank, top_k_unseen
 
 
 def test_top_k_unseen_matches_brute_force_and_refills():
@@ -61,14 +61,16 @@ def test_popularity_prior_adds_its_own_z_score():
 def test_sharded_top_k_equals_unsharded_even_with_ties():
     rng = np.random.default_rng(5)
     queries = rng.normal(size=(37, 8)).astype(np.float32)
-    items = np.round(rng.normal(size=(101, 8)), 1).astype(np.float32)
-    items[50:60] = items[3]  # identical items: equal scores, across shards
-    seen = [rng.choice(101, rng.integers(0, 95), replace=False) for _ in range(37)]
+    items = np.round(rng.normal(size=(701, 8)), 1).astype(np.float32)
+    items[350:360] = items[3]  # identical items: equal scores, across shards
+    seen = [rng.choice(701, rng.integers(0, 695), replace=False) for _ in range(37)]
     expected = top_k_unseen(queries, items, seen, k=20, block_size=16)
-    for shard_size in (1, 17, 33, 100, 500):
-        scores, indices = top_k_unseen(queries, items, seen, k=20, block_size=16, shard_size=shard_size)
+    for shard_size, shards in ((1, 10), (70, 10), (100, 8), (233, 4), (500, 2), (5000, 1)):
+        index = ExactIndex(items, shard_size)
+        assert len(index._bounds) == shards  # shards of at least 64 items
+        scores, indices = index.top_k(queries, seen, k=20, block_size=16)
         np.testing.assert_array_equal(indices, expected[1])
-        np.testing.assert_array_equal(scores, expected[0])
+        np.testing.assert_array_equal(scores, expected[0])  # the same bits in any shard
     # Ties go to the lower item index, and seen items never appear.
     for row in range(37):
         valid = expected[1][row][expected[1][row] >= 0]
