@@ -285,6 +285,7 @@ def _smoke() -> ExperimentConfig:
     config.dlrm.top_layers = config.dcn.top_layers = (16,)
     config.dlrm.learning_rate = config.dcn.learning_rate = 0.01  # two short epochs: the default 1e-3 barely moves
     config.multitask.rating_layers = (16,)
+    config.list_ranker.members = 1
     config.training.eval_ks = (10, 50)
     config.training.index_k = 50
     return config

@@ -106,11 +106,13 @@ def tiny_trained(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ml100k_bundle(ml100k_path, tmp_path_factory) -> str:
-    """A bundle trained for one epoch on the real MovieLens-100K split (retrieval, ranking, dlrm)."""
+    """A bundle trained for one epoch on the real MovieLens-100K split (retrieval, ranking, dlrm; a list ranker
+    of one member)."""
     import train
 
     output = tmp_path_factory.mktemp("bundles")
     args = ["--data-path", ml100k_path, "--models", "retrieval,ranking,dlrm", "--epochs", "1", "--verbose", "0"]
+    args += ["--override", "list_ranker.members=1"]
     assert train.main(args + ["--output-dir", str(output)]) == 0
     return str(output / (output / "LATEST").read_text())
 
