@@ -14,6 +14,15 @@ setup(
     packages=find_packages(include=["recsys_core", "recsys_core.*", "jobs", "jobs.*"]),
     py_modules=["train"],
     package_data={"recsys_core": ["schemas/*.json"]},
+    # The commands, each also `python -m <module>` (or `python train.py`) from the repository root.
+    entry_points={
+        "console_scripts": [
+            "recsys-train = train:main",
+            "recsys-score = jobs.batch_recommend:main",
+            "recsys-nightly = jobs.nightly:main",
+            "recsys-report = recsys_core.report:main",
+        ]
+    },
     install_requires=[
         # Verified together (GUIDE §3): ScaNN 1.4.2's ops are built for TF 2.20.
         "tensorflow==2.20.0",

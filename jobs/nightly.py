@@ -16,11 +16,19 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 
 # isort: split
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from jobs import batch_recommend
+from jobs.options import RecommendOptions, validate
+from jobs.sources import locate_inputs
 from recsys_core import outputs
+from recsys_core.bundle import bundle_schema
 from recsys_core.config import EXPERIMENTS, experiment
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
+from recsys_core.schema import ITEM_ID
+from recsys_core.validation import ITEMS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, DataError) as error:
         print(f"nightly: error: {error}", file=sys.stderr)
         return 2
-    _show(args.output, args.run_date, manifest)
+    _show(args.output, args.run_date, manifest, _item_texts(flags))
     return 0
 
 
@@ -51,7 +59,21 @@ def _train(name: str, runs_dir: str) -> str:
     return run_experiment(config)
 
 
-def _show(output: str, run_date: str, manifest: dict) -> None:
+def _item_texts(flags: list[str]) -> pa.Table | None:
+    """`item_id` and the schema's first item text feature (a title), from the items the job read; None
+    where the schema has none."""
+    settings = validate(RecommendOptions(flags))
+    texts = [f.name for f in bundle_schema(settings.manifest).of("item") if f.kind == "text"]
+    inputs = locate_inputs(settings.data, batch_recommend.rules_for(settings))
+    if not texts or not inputs.has(ITEMS):
+        return None
+    columns = [ITEM_ID, texts[0]]
+    if ITEMS in inputs.tables:
+        return inputs.tables[ITEMS].select(columns)
+    return pa.concat_tables(pq.read_table(path, columns=columns) for path in inputs.files[ITEMS])
+
+
+def _show(output: str, run_date: str, manifest: dict, texts: pa.Table | None) -> None:
     print(f"\nrun {manifest['run_id']} with bundle {manifest['model']['bundle_version']}, published:")
     pointer = outputs.read_pointer(output, run_date)
     for table, files in pointer["files"].items():
@@ -62,7 +84,11 @@ def _show(output: str, run_date: str, manifest: dict) -> None:
     user = sorted(recommendations["user_id"].unique())[0]
     sample = recommendations[recommendations["user_id"] == user].sort_values("rank").head(5)
     columns = ["user_id", "rank", "item_id", "score", "retrieval_score", "ranking_score", "source"]
-    print(f"\ntop 5 of user {user}:\n{sample[columns].to_string(index=False)}")
+    sample = sample[columns]
+    if texts is not None:  # the title beside the id
+        titles = texts.to_pandas().drop_duplicates(ITEM_ID).astype({ITEM_ID: str})
+        sample = sample.merge(titles, on=ITEM_ID, how="left")
+    print(f"\ntop 5 of user {user}:\n{sample.to_string(index=False)}")
 
 
 if __name__ == "__main__":

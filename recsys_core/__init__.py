@@ -9,7 +9,9 @@ import os
 import sys
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log from WARNING up; on a machine without an NVIDIA driver from FATAL up, because TensorFlow's
+# CUDA build logs "failed call to cuInit" as an error on every start there (failures still raise in Python).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if os.path.exists("/proc/driver/nvidia/version") else "3")
 
 __version__ = "0.1.0"
 

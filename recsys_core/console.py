@@ -17,6 +17,17 @@ def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", force=True)
     for noisy in ("absl", "apache_beam"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # TensorFlow gives its logger a handler of its own when the root logger had none at its import: each of
+    # its warnings ("callback is slow") then printed twice, once there and once through the root's.
+    tensorflow = logging.getLogger("tensorflow")
+    for handler in list(tensorflow.handlers):
+        tensorflow.removeHandler(handler)
+
+
+def keras_verbosity(verbose: int) -> int:
+    """Keras' `verbose` for a fit: progress bars (1) only on a terminal; written to a file (a scheduler's log)
+    they are thousands of carriage-return updates on a few enormous lines, so one line per epoch (2) there."""
+    return 2 if verbose == 1 and not sys.stdout.isatty() else verbose
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import bundle, evaluation, export, faults, plots, protocol
 from recsys_core.config import ExperimentConfig
+from recsys_core.console import keras_verbosity
 from recsys_core.data import DataError, InteractionData, load_data, prepared, resolve_schema, streaming
 from recsys_core.data.parquet_source import ParquetTables, open_parquet_tables
 from recsys_core.data.pipeline import ModelInputs, make_dataset, steps_per_epoch
@@ -327,7 +328,7 @@ def fit_model(
             epochs=epochs or fit.epochs,
             steps_per_epoch=steps,
             callbacks=callbacks,
-            verbose=config.training.verbose,
+            verbose=keras_verbosity(config.training.verbose),
             **validation,
         )
     seconds = resumable.seconds + time.perf_counter() - started
