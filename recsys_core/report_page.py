@@ -151,7 +151,7 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _metrics_table(split_name: str, systems: dict[str, dict]) -> str:
+def _metrics_table(split_name: str, systems: dict[str, dict], spread: bool = True) -> str:
     """The split's table: a row per system, a column per metric, the best mean of each column in bold."""
     columns = metric_columns(systems)
     groups = [_describe(metric)[0] for metric in columns]
@@ -190,7 +190,8 @@ def _metrics_table(split_name: str, systems: dict[str, dict]) -> str:
             attributes = f' class="{" ".join(classes)}"' if classes else ""
             if value.get("values"):
                 attributes += f' title="per seed: {", ".join(f"{v:.3f}" for v in value["values"])}"'
-            cells.append(f'<td{attributes}>{mean}<span class="std"> ± {value["std"]:.3f}</span></td>')
+            std = f'<span class="std"> ± {value["std"]:.3f}</span>' if spread else ""  # none from one seed
+            cells.append(f"<td{attributes}>{mean}{std}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
 
     return (
@@ -205,13 +206,14 @@ def _split_section(split_name: str, split: dict) -> str:
     systems = split["systems"]
     slug = _slug(split_name)
     seeds = split.get("seeds", [])
-    note = (
-        f"Mean ± standard deviation over {len(seeds)} seed{'s' if len(seeds) != 1 else ''} "
-        f"({', '.join(str(seed) for seed in seeds)}); "
-        "hover a cell for the per-seed values. "
-        if seeds
-        else "Mean ± standard deviation over seeds. "
-    )
+    spread = len(seeds) != 1
+    if len(seeds) == 1:
+        note = f"One run, seed {seeds[0]}. "
+    elif seeds:
+        note = f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(str(seed) for seed in seeds)}); "
+        note += "hover a cell for the per-seed values. "
+    else:
+        note = "Mean ± standard deviation over seeds. "
     note += f"Bold: the best of the column (lowest RMSE, MAE and Gini, highest otherwise). {MISSING} = not measured."
     figures = []
     if split.get("recall_curve"):
@@ -228,7 +230,7 @@ def _split_section(split_name: str, split: dict) -> str:
         f'<section class="split" id="split-{slug}">'
         f"<h2>{html.escape(split_name.capitalize())} split</h2>"
         f"<p>{html.escape(split.get('description', ''))}</p>"
-        f"{_metrics_table(split_name, systems)}"
+        f"{_metrics_table(split_name, systems, spread)}"
         f'<p class="note">{html.escape(note)}</p>'
         f'<div class="figures">{"".join(figures)}</div>'
         "</section>"

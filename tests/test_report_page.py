@@ -194,6 +194,15 @@ def test_one_metrics_table_per_split_with_a_row_per_system_and_a_column_per_metr
     assert random["EASE"]["rmse"] == ("–", False)
 
 
+def test_a_single_seed_shows_its_figures_without_a_spread(images):
+    report = fake_report()
+    report["splits"]["random"]["seeds"] = [42]
+    rendered = parse(render_html(report, images))
+    random, temporal = (rendered.tables[f"metrics-{split}"]["rows"] for split in ("random", "temporal"))
+    assert random["final lists (re-ranked)"]["ndcg_at_10"] == ("0.412", True)
+    assert temporal["final lists (re-ranked)"]["ndcg_at_10"] == ("0.362 ± 0.010", True)
+
+
 def test_the_best_mean_of_each_column_is_bold(page):
     rows = parse(page).tables["metrics-random"]["rows"]
 
