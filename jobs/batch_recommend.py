@@ -213,7 +213,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             record["manifest_sha256"] = publish.manifest_hash(manifest)
             paths = {table: [f["path"] for f in files if f["table"] == table] for table in outputs.PUBLISHED}
             lease.check()
-            publish.publish(settings.output, settings.run_date, version, manifest, paths)
+            publish.publish_run(settings.output, settings.run_date, version, manifest, paths)
         except BaseException as error:
             if version and not dry_run:
                 publish.discard(settings.output, settings.scratch, version, outputs.PUBLISHED, settings.run_date)
@@ -311,7 +311,7 @@ def _fallback_share(counters: dict) -> float:
 
 def _list_overlap(root: str, files: list[dict]) -> dict | None:
     """`changes.list_overlap` against the latest published run; None on the first night."""
-    previous = publish.current_pointer(root, outputs.LATEST)
+    previous = publish.current_pointer(root, outputs.LATEST_POINTER)
     recommendations = [f["path"] for f in files if f["table"] == outputs.RECOMMENDATIONS]
     return changes.list_overlap(root, recommendations, previous) if previous else None
 

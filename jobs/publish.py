@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 from recsys_core.faults import fault_point
 from recsys_core.fingerprint import json_sha256
 from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
-from recsys_core.outputs import LATEST, PUBLISHED_DIR, pointer_path
+from recsys_core.outputs import LATEST_POINTER, PUBLISHED_DIR, pointer_path
 
 RUNS = "_runs"
 STAGING = "_staging"
@@ -76,7 +76,7 @@ def current_pointer(root: str, name: str) -> dict | None:
     return read_json(path) if FileSystems.exists(path) else None
 
 
-def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[str, list[str]]) -> dict:
+def publish_run(root: str, run_date: str, version: str, manifest: dict, files: dict[str, list[str]]) -> dict:
     """Makes a finished run visible: the date's pointer, then `latest` unless a newer date is published.
 
     Args:
@@ -97,9 +97,9 @@ def publish(root: str, run_date: str, version: str, manifest: dict, files: dict[
     fault_point("publish:before_pointer")
     write_json_atomically(pointer_path(root, run_date), pointer, before_rename="publish:before_rename")
     fault_point("publish:before_latest")
-    latest = current_pointer(root, LATEST)
+    latest = current_pointer(root, LATEST_POINTER)
     if latest is None or _day(latest["run_date"]) <= _day(run_date):
-        write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST), pointer)
+        write_json_atomically(FileSystems.join(root, PUBLISHED_DIR, LATEST_POINTER), pointer)
     return pointer
 
 

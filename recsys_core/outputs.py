@@ -28,7 +28,7 @@ DEAD_LETTER = "dead_letter"  # input rows that failed validation (`recsys_core.v
 TABLES = (RECOMMENDATIONS, USER_EMBEDDINGS, ITEM_EMBEDDINGS, SIMILAR_ITEMS)
 PUBLISHED = TABLES + (DEAD_LETTER,)
 PUBLISHED_DIR = "_published"
-LATEST = "latest.json"
+LATEST_POINTER = "latest.json"
 
 RECOMMENDATIONS_SCHEMA = pa.schema(
     [
@@ -118,7 +118,7 @@ def read_pointer(root: str, run_date: str | None = None) -> dict:
     Raises:
         FileNotFoundError: nothing is published for that date.
     """
-    path = pointer_path(root, run_date) if run_date else f"{root.rstrip('/')}/{PUBLISHED_DIR}/{LATEST}"
+    path = pointer_path(root, run_date) if run_date else f"{root.rstrip('/')}/{PUBLISHED_DIR}/{LATEST_POINTER}"
     filesystem, inner = pyarrow.fs.FileSystem.from_uri(_uri(path))
     with filesystem.open_input_stream(inner) as handle:
         return json.loads(handle.read())
