@@ -394,7 +394,10 @@ class _EmbedItemsFn(_WithBundle):
         items, dead = deduplicated
         count_dead(dead)
         index = build_item_index(self.scorer, items)
-        _counter("non_finite_item_embeddings").inc(int((~np.isfinite(index.embeddings)).any(axis=1).sum()))
+        broken = ~np.isfinite(index.embeddings).all(axis=1)
+        _counter("non_finite_item_embeddings").inc(int(broken.sum()))
+        if broken.any():  # the gate refuses the run; zero vectors let it finish and say why (NaN stops top-K)
+            index = dataclasses.replace(index, embeddings=np.where(broken[:, None], 0.0, index.embeddings))
         yield index
         if dead.num_rows:
             yield beam.pvalue.TaggedOutput(DEAD, dead)

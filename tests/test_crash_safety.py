@@ -22,7 +22,9 @@ from recsys_core import outputs
 from recsys_core.data import DataError
 
 YESTERDAY, TODAY = "2026-11-21", "2026-11-22"
-JOB_FAULTS = ("job:read", "job:score", "job:write", "publish:before_pointer", "publish:before_latest")
+JOB_FAULTS = ("job:read", "job:score", "job:write", "job:mid_write", "cleanup:partway", "publish:before_pointer",
+              "publish:before_rename", "publish:before_latest")  # fmt: skip
+RECORDED = len(JOB_FAULTS) - 1  # killed after the run's record is written: all but the clean-up
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +54,14 @@ def _flags(bundle, output, run_date, data, *extra):
             "--data-path", str(data), "--reranker", "ranking", *extra]  # fmt: skip
 
 
-def _killed_job(flags, fault):
+def _job_with_fault(flags, fault):
     env = {**os.environ, "RECSYS_FAULT": fault}
-    done = subprocess.run([sys.executable, "-m", "jobs.batch_recommend", *flags], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "jobs.batch_recommend", *flags], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
+
+
+def _killed_job(flags, fault):
+    done = _job_with_fault(flags, fault)
     assert done.returncode == -signal.SIGKILL, f"{fault}: exit {done.returncode}\n{done.stderr[-2000:]}"
 
 
@@ -100,6 +106,7 @@ def test_killed_nights_leave_yesterday_untouched_and_a_rerun_completes(ml100k_bu
         latest = outputs.read_pointer(str(output))["manifest"]["run_id"]
         outcomes[fault] = (today, latest)
     assert outcomes["publish:before_pointer"] == (None, yesterday["run_id"])
+    assert outcomes["publish:before_rename"] == (None, yesterday["run_id"])  # a pointer half-written is unseen
     assert outcomes["publish:before_latest"] == (expected["run_id"], yesterday["run_id"])  # date visible, not latest
 
     # Rerunning yesterday, killed before its pointer moves: yesterday stays the complete old run.
@@ -113,46 +120,70 @@ def test_killed_nights_leave_yesterday_untouched_and_a_rerun_completes(ml100k_bu
     assert _visible(output, TODAY) == expected["run_id"] and outputs.read_pointer(str(output))["run_date"] == TODAY
     # The killed runs' files are gone; their records say they were killed.
     records = [json.loads(p.read_text()) for p in (output / "_runs").iterdir()]
-    assert sorted(r["status"] for r in records) == ["killed"] * 6 + ["succeeded"] * 2
+    assert sorted(r["status"] for r in records) == ["killed"] * (RECORDED + 1) + ["succeeded"] * 2
     versions = {p.name for p in (output / outputs.RECOMMENDATIONS / f"dt={TODAY}").iterdir()}
     pointer = outputs.read_pointer(str(output), TODAY)
     assert versions <= {f"v={pointer['version']}", f"v={pointer['replaces']}"}
+    assert not list(output.rglob("*.tmp-*")) and not list((output / publish.STAGING).rglob("*.*"))
+    # The rerun compared its lists with yesterday's, the latest published: as pandas computes it.
+    lists = [outputs.read_published(str(output), outputs.RECOMMENDATIONS, d).to_pandas() for d in (YESTERDAY, TODAY)]
+    kept = lists[1].merge(lists[0], on=["user_id", "item_id"]).groupby("user_id").size()
+    share = (kept.reindex(lists[1]["user_id"].unique(), fill_value=0) / lists[1].groupby("user_id").size()).mean()
+    [rerun] = [r for r in records if r["status"] == "succeeded" and r["run_date"] == TODAY]
+    assert rerun["list_overlap"] == {
+        "previous_run_id": yesterday["run_id"], "users": 300, "mean_share": pytest.approx(share, abs=1e-6)
+    }  # fmt: skip
+
+
+def test_a_worker_process_killed_fails_the_night_and_publishes_nothing(ml100k_bundle, warehouse, tmp_path):
+    """Two worker processes; the one that scores first dies (SIGKILL): the launcher lives, records the failure
+    and exits with an error; yesterday stays whole (the next run's clean-up is the killed nights' above)."""
+    output = tmp_path / "tables"
+    yesterday = batch_recommend.run(_flags(ml100k_bundle, output, YESTERDAY, warehouse))
+    two_workers = ("--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
+    done = _job_with_fault(_flags(ml100k_bundle, output, TODAY, warehouse, *two_workers), "job:score")
+    assert done.returncode not in (0, -signal.SIGKILL), done.stderr[-2000:]  # the launcher failed, not killed
+    assert _visible(output, TODAY) is None and _visible(output, YESTERDAY) == yesterday["run_id"]
+    [failed] = [json.loads(p.read_text()) for p in (output / "_runs").iterdir() if TODAY in p.name]
+    assert failed["status"] == "failed" and "RuntimeError" in failed["reason"]
 
 
 def test_the_same_night_twice_writes_the_same_bytes(ml100k_bundle, warehouse, tmp_path):
-    """Whatever the number of worker processes and item shards, over several user buckets and blocks, with
-    dead letters among the rows."""
+    """Whatever the item shards, over several user buckets and blocks, with dead letters among the rows. Two
+    worker processes write the same rows; TensorFlow's CPU matmul rounds the last bit of a few scores otherwise
+    with one thread than with several, so their files may differ in those bits."""
+    import numpy as np
     import pyarrow as pa
 
     ratings = pq.read_table(warehouse / "interactions.parquet")
     bad = ratings.slice(0, 3).set_column(2, "rating", pa.array([9.0, float("nan"), 4.0], pa.float32()))
     bad = bad.set_column(1, "item_id", pa.array(["1", "2", "no-such-item"]))
     dirty = _with_interactions(warehouse, tmp_path / "dirty", pa.concat_tables([ratings, bad]))
-    several_blocks = ("--block-size", "64")  # 300 users: 5 buckets, blocks of at most 64
-    first = batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, dirty, *several_blocks))
+
+    def night(root, *flags):  # 300 users: 5 buckets, blocks of at most 64
+        return batch_recommend.run(_flags(ml100k_bundle, tmp_path / root, TODAY, dirty, "--block-size", "64", *flags))
+
+    first = night("a")
     assert first["row_counts"][outputs.DEAD_LETTER] == 3 and first["counters"]["rows_written_recommendations"]
-    assert batch_recommend.run(_flags(ml100k_bundle, tmp_path / "a", TODAY, dirty, *several_blocks)) == first
-    second = batch_recommend.run(
-        _flags(
-            ml100k_bundle,
-            tmp_path / "b",
-            TODAY,
-            dirty,
-            *several_blocks,
-            "--direct_num_workers",
-            "2",
-            "--direct_running_mode",
-            "multi_processing",
-            "--item-shard-size",
-            "400",
-        )  # fmt: skip
-    )
-    assert first == second and publish.manifest_hash(first) == publish.manifest_hash(second)
+    assert night("a") == first
+    sharded = night("b", "--item-shard-size", "400")
+    assert sharded == first and publish.manifest_hash(sharded) == publish.manifest_hash(first)
     for table in outputs.PUBLISHED:
         files = [outputs.published_files(str(tmp_path / root), table) for root in ("a", "b")]
         assert len(files[0]) == len(files[1]) > 0
         for a, b in zip(*files, strict=True):
             assert open(a, "rb").read() == open(b, "rb").read(), (a, b)
+    workers = night("c", "--item-shard-size", "400", "--direct_num_workers", "2", "--direct_running_mode",
+                    "multi_processing")  # fmt: skip
+    assert workers["row_counts"] == first["row_counts"] and workers["run_id"] == first["run_id"]
+    for table in outputs.PUBLISHED:
+        ours, theirs = (outputs.read_published(str(tmp_path / root), table) for root in ("a", "c"))
+        for column in ours.column_names:
+            if pa.types.is_floating(ours[column].type) or pa.types.is_list(ours[column].type):
+                numbers = [np.asarray(t[column].to_pylist(), np.float64) for t in (ours, theirs)]  # null: NaN
+                np.testing.assert_allclose(*numbers, rtol=1e-6, atol=1e-6, err_msg=f"{table}.{column}")
+            else:
+                assert ours[column] == theirs[column], f"{table}.{column}"
 
 
 def test_an_empty_interactions_table_publishes_nothing(ml100k, ml100k_bundle, warehouse, tmp_path):
@@ -203,6 +234,35 @@ def test_lists_that_collapse_and_bundle_metrics_past_their_bounds_fail_the_gate(
     assert "the bundle's ranking.rmse is nan (--max-bundle-metric 2.0)" in message
     assert re.search(r"the bundle's dlrm\.rmse is \d\.\d{4}, above the ceiling 0\.5", message)
     assert _visible(output, TODAY) is None
+
+
+def test_a_bundle_whose_embeddings_diverged_fails_the_gate(ml100k_bundle, warehouse, tmp_path):
+    """A real night with a bundle whose towers' embedding tables hold NaN (as after a diverged fit): every user and
+    item embedding is NaN, and no list can be full."""
+    import shutil
+
+    import numpy as np
+    import tensorflow as tf
+
+    broken = tmp_path / "bundle"
+    shutil.copytree(ml100k_bundle, broken, ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
+    prefix = str(broken / "saved_model" / "variables" / "variables")
+    reader = tf.train.load_checkpoint(prefix)
+    names = sorted(reader.get_variable_to_shape_map())
+    tensors = [reader.get_tensor(name) for name in names]
+    for i, name in enumerate(names):  # the two towers' id and token tables: hundreds of rows each
+        if name.startswith(("index/", "models/retrieval/")) and tensors[i].ndim == 2 and tensors[i].shape[0] > 500:
+            tensors[i] = np.full_like(tensors[i], np.nan)
+    for stale in (broken / "saved_model" / "variables").iterdir():
+        stale.unlink()
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names), tensors=tensors)
+    with pytest.raises(DataError, match="publish gate") as refused:
+        batch_recommend.run(_flags(str(broken), tmp_path / "out", TODAY, warehouse))
+    message = str(refused.value)
+    assert "300 user embeddings are NaN or infinite" in message
+    assert "1682 item embeddings are NaN or infinite" in message  # counted, and no longer a crash of top-K
+    assert "only 0.0% of users have a full list (--min-full-list-share 0.9)" in message
+    assert _visible(tmp_path / "out", TODAY) is None
 
 
 def test_a_bundle_trained_on_other_features_is_refused_before_any_work(ml100k_bundle, tmp_path):
