@@ -35,7 +35,7 @@ class DataConfig:
     # Carved from the training split (the same kind of split) for early stopping
     # and every choice made after training; the test split is read once, at the end.
     # 20 %: with 10 % the validation lists of ML-100K held ~8 items a user, too few to tell the list ranker's
-    # gain from noise on two seeds of four (README "Measured here").
+    # gain from noise on two seeds of four (docs/benchmarks.md).
     validation_fraction: float = 0.2
     seed: int = 42
     # Parquet tables only: stream `interactions` in batches, never holding them whole (for data larger

@@ -83,7 +83,7 @@ def select(
     lists score better than the blends' out-of-fold lists (the best blend chosen on
     the other folds); the gain and its standard error are recorded. (Two standard
     errors, the rule for a rating re-ranker over none, rejected it on validation in
-    runs where it gained +0.02 to +0.03 on test: README "Measured here".)
+    runs where it gained +0.02 to +0.03 on test: docs/benchmarks.md.)
 
     Returns:
         the selection, and the fitted list ranker (None when disabled). The selection

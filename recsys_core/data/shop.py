@@ -1,6 +1,6 @@
 """A seeded synthetic shop: orders of a catalogue with categories, brands, prices and tags (`schemas/shop.json`).
 
-The second shape of data the tests and the README run end to end, with effects a
+The second shape of data the tests and the docs run end to end, with effects a
 model can learn and that the baselines cannot see:
 
 - a user's taste for each category comes from their country and age group, plus
