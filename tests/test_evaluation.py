@@ -120,6 +120,7 @@ def test_catalogues_beyond_ease_max_items_leave_ease_out_and_keep_the_rest(ml100
     config = experiment("ml100k")
     config.training.blend_weights, config.training.popularity_weights = (0.5,), (0.0,)
     config.training.ease_max_items = 1_000  # ML-100K has 1 682 items
+    config.list_ranker.members = 1  # as the bundle's: the ranker's size does not matter here
     train, test = ml100k_split
     fit, validation = random_split(train, 0.1, 42)
     choice, _ = protocol.select(ml100k_bundle, config, fit, validation)
