@@ -11,7 +11,6 @@ import statistics
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from recsys_core import outputs
 
@@ -34,29 +33,34 @@ def list_overlap(root: str, files: list[str], previous: dict) -> dict | None:
     user's items that were in their previous list; None when no user is in both.
     """
     sample = _first_users(root, files)
-    before = _dataset(root, previous["files"][outputs.RECOMMENDATIONS]).to_table(
+    before = outputs.files_dataset(root, previous["files"][outputs.RECOMMENDATIONS]).to_table(
         columns=_COLUMNS, filter=pc.field("user_id").isin(pc.unique(sample["user_id"]))
     )
     now = sample.filter(pc.is_in(sample["user_id"], before["user_id"]))
     if now.num_rows == 0:
         return None
-    kept = now.join(before, keys=_COLUMNS, join_type="inner")
-    per_user = now.group_by("user_id").aggregate([("item_id", "count")])
-    kept_per_user = kept.group_by("user_id").aggregate([("item_id", "count")])
-    kept_counts = dict(zip(*(kept_per_user[c].to_pylist() for c in ("user_id", "item_id_count")), strict=True))
-    shares = [kept_counts.get(u, 0) / n for u, n in zip(*(per_user[c].to_pylist() for c in per_user.column_names))]
+    listed = _items_per_user(now, "listed")
+    kept = _items_per_user(now.join(before, keys=_COLUMNS, join_type="inner"), "kept")
+    per_user = listed.join(kept, "user_id", join_type="left outer")  # a user with nothing kept: null
+    shares = pc.divide(pc.cast(pc.fill_null(per_user["kept"], 0), pa.float64()), per_user["listed"])
     return {
         "previous_run_id": previous["manifest"]["run_id"],
-        "users": len(shares),
-        "mean_share": round(sum(shares) / len(shares), 6),
+        "users": per_user.num_rows,
+        "mean_share": round(pc.mean(shares).as_py(), 6),
     }
+
+
+def _items_per_user(rows: pa.Table, name: str) -> pa.Table:
+    """`(user_id, name)`: how many rows each user has."""
+    counted = rows.group_by("user_id").aggregate([("item_id", "count")])
+    return pa.table({"user_id": counted["user_id"], name: counted["item_id_count"]})
 
 
 def _first_users(root: str, files: list[str]) -> pa.Table:
     """`(user_id, item_id)` rows of the first `SAMPLE_USERS` users of `files`, reading no more files than needed."""
     tables, users = [], 0
     for path in files:
-        table = _dataset(root, [path]).to_table(columns=_COLUMNS)
+        table = outputs.files_dataset(root, [path]).to_table(columns=_COLUMNS)
         tables.append(table)
         users += len(pc.unique(table["user_id"]))
         if users >= SAMPLE_USERS:
@@ -64,11 +68,6 @@ def _first_users(root: str, files: list[str]) -> pa.Table:
     rows = pa.concat_tables([pa.table({c: pa.array([], pa.string()) for c in _COLUMNS}), *tables])
     first = pc.unique(rows["user_id"])[:SAMPLE_USERS]
     return rows.filter(pc.is_in(rows["user_id"], first))
-
-
-def _dataset(root: str, paths: list[str]) -> ds.Dataset:
-    filesystem, base = outputs.filesystem_of(root)
-    return ds.dataset([f"{base}/{p}" for p in paths], format="parquet", filesystem=filesystem)
 
 
 def warn_on_changes(history: list[dict], record: dict) -> None:

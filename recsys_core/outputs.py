@@ -131,14 +131,13 @@ def published_files(root: str, table: str, run_date: str | None = None) -> list[
 
 def read_published(root: str, table: str, run_date: str | None = None) -> pa.Table:
     """`table` as published for `run_date` (default: the latest date): exactly one complete run's rows."""
-    filesystem, base = filesystem_of(root)
-    paths = [f"{base}/{path}" for path in read_pointer(root, run_date)["files"][table]]
-    return ds.dataset(paths, schema=SCHEMAS[table], format="parquet", filesystem=filesystem).to_table()
+    return files_dataset(root, read_pointer(root, run_date)["files"][table], SCHEMAS[table]).to_table()
 
 
-def filesystem_of(root: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """pyarrow's file system of `root` (a local path or a URI) and `root`'s path inside it."""
-    return pyarrow.fs.FileSystem.from_uri(_uri(root))
+def files_dataset(root: str, paths: list[str], schema: pa.Schema | None = None) -> ds.Dataset:
+    """The Parquet files `paths` (relative to `root`, a local path or a URI) as one pyarrow dataset."""
+    filesystem, base = pyarrow.fs.FileSystem.from_uri(_uri(root))
+    return ds.dataset([f"{base}/{path}" for path in paths], schema=schema, format="parquet", filesystem=filesystem)
 
 
 def _uri(path: str) -> str:
