@@ -20,7 +20,7 @@ setup(
             "recsys-train = train:main",
             "recsys-score = jobs.batch_recommend:main",
             "recsys-nightly = jobs.nightly:main",
-            "recsys-report = recsys_core.report:main",
+            "recsys-report = recsys_core.report.figures:main",
         ]
     },
     install_requires=[

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.data import DataError, SchemaError
     from recsys_core.distribute import StrategyError
     from recsys_core.lease import LeaseHeld
-    from recsys_core.training import TrainingError, run_experiment
+    from recsys_core.training.trainer import TrainingError, run_experiment
 
     try:
         bundle = run_experiment(config)

@@ -11,7 +11,7 @@ names one trained on the same data. The synthetic scenario's tables are written
 as Parquet once (`write_synthetic_parquet`, seed 1, not timed); the bundle is
 trained on them, the kernel reads them into memory and the job reads the files.
 
-- kernel: `recsys_core.recommend` in this process, exactly what a job worker runs
+- kernel: `recsys_core.serving.recommend` in this process, exactly what a job worker runs
   per block (query tower, exact top-100 with seen items excluded, re-rank every
   candidate with `ranking`, or with `--reranker list` add the list ranker's other
   candidates, rate them with `ranking`, compute their features and order them by
@@ -49,8 +49,8 @@ from recsys_core.config import DataConfig, experiment
 from recsys_core.data import load_data
 from recsys_core.data.activity import item_activity
 from recsys_core.data.synthetic import write_synthetic_parquet
-from recsys_core.list_features import LIST_RANKER
-from recsys_core.recommend import (
+from recsys_core.serving.list_features import LIST_RANKER
+from recsys_core.serving.recommend import (
     BundleScorer,
     RecommendSettings,
     build_item_index,
@@ -58,7 +58,7 @@ from recsys_core.recommend import (
     recommend_blocks,
     user_blocks,
 )
-from recsys_core.training import run_experiment
+from recsys_core.training.trainer import run_experiment
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (users, items) of a synthetic scenario, or the path of a GroupLens directory

@@ -35,7 +35,7 @@ from recsys_core.data.splits import random_split  # noqa: E402
 from recsys_core.distribute import dtype_policy  # noqa: E402
 from recsys_core.features.vocabulary import fit_vocabulary  # noqa: E402
 from recsys_core.models.builders import build_model, build_optimizer  # noqa: E402
-from recsys_core.training import evaluate, float32_copy  # noqa: E402
+from recsys_core.training.trainer import evaluate, float32_copy  # noqa: E402
 
 SETTINGS = ("float32", "mixed_bfloat16", "xla")
 

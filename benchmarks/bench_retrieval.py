@@ -34,13 +34,13 @@ import recsys_core  # noqa: F401  (selects Keras 2 before TensorFlow is imported
 # isort: split
 from common import matmul_peak_gflops, median_seconds
 
-from recsys_core.ann import ScannIndex, recall
 from recsys_core.config import DataConfig, experiment
 from recsys_core.data import load_data
 from recsys_core.data.synthetic import write_synthetic_parquet
-from recsys_core.recommend import BundleScorer, build_item_index, query_inputs, user_blocks
-from recsys_core.scoring import ExactIndex
-from recsys_core.training import run_experiment
+from recsys_core.serving.ann import ScannIndex, recall
+from recsys_core.serving.recommend import BundleScorer, build_item_index, query_inputs, user_blocks
+from recsys_core.serving.scoring import ExactIndex
+from recsys_core.training.trainer import run_experiment
 
 
 def train_bundle(data: DataConfig, directory: str, dim: int) -> str:

@@ -68,7 +68,7 @@ def train_bundle(directory: str) -> str:
     quality, and the offline protocol (EASE over the whole catalogue) would not fit 100 000 items here. Items
     beyond the bundle's vocabulary are embedded from their out-of-vocabulary id row and their features."""
     from recsys_core.config import DataConfig, experiment
-    from recsys_core.training import run_experiment
+    from recsys_core.training.trainer import run_experiment
 
     config = experiment("ml100k")
     config.data = DataConfig(source="synthetic", synthetic_users=5_000, synthetic_items=2_000)

@@ -53,15 +53,15 @@ from jobs.transforms import (
     SimilarItems,
     WriteTable,
 )
-from recsys_core import outputs
 from recsys_core.bundle import bundle_schema
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 from recsys_core.fingerprint import json_sha256
 from recsys_core.lease import LeaseHeld
-from recsys_core.recommend import RecommendSettings
 from recsys_core.schema import ITEM_ID
-from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
+from recsys_core.serving import outputs
+from recsys_core.serving.recommend import RecommendSettings
+from recsys_core.serving.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
 
 log = logging.getLogger("batch_recommend")
 

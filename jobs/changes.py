@@ -12,7 +12,7 @@ import statistics
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_core import outputs
+from recsys_core.serving import outputs
 
 SAMPLE_USERS = 20_000  # users whose lists are compared with the last published run (a bounded read)
 HISTORY_RUNS = 7  # the runs whose list overlap makes "usual"
@@ -26,7 +26,7 @@ def list_overlap(root: str, files: list[str], previous: dict) -> dict | None:
     Args:
         root: the output root; `files` and the pointer's files are relative to it.
         files: this run's recommendations files, in path order.
-        previous: the pointer of the last published run (`recsys_core.outputs.read_pointer`).
+        previous: the pointer of the last published run (`recsys_core.serving.outputs.read_pointer`).
 
     Returns `{previous_run_id, users, mean_share}`: over the first `SAMPLE_USERS`
     users of `files` that the previous run also served, the mean share of each

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from recsys_core import outputs
 from recsys_core.data import DataError
+from recsys_core.serving import outputs
 
 # Counters of values that are NaN or infinite where the job computed a number (`recommend.recommend_block`,
 # `jobs.transforms.EmbedItems`): any of them refuses the run.

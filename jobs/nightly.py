@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 from jobs import batch_recommend
 from jobs.options import RecommendOptions, validate
 from jobs.sources import locate_inputs
-from recsys_core import outputs
 from recsys_core.bundle import bundle_schema
 from recsys_core.config import EXPERIMENTS, experiment
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 from recsys_core.schema import ITEM_ID
-from recsys_core.validation import ITEMS
+from recsys_core.serving import outputs
+from recsys_core.serving.validation import ITEMS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(name: str, runs_dir: str) -> str:
-    from recsys_core.training import run_experiment
+    from recsys_core.training.trainer import run_experiment
 
     config = experiment(name)
     config.training.output_dir = runs_dir

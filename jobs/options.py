@@ -13,14 +13,14 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from jobs import publish
 from jobs.gate import Gate, parse_metric_bounds
-from recsys_core.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.bundle import BundleError, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.data.activity import ALL_TIME
 from recsys_core.lease import DEFAULT_SECONDS as DEFAULT_LEASE_SECONDS
-from recsys_core.list_features import LIST_FEATURES, LIST_RANKER
-from recsys_core.recommend import RecommendSettings
 from recsys_core.registry import RATING_MODELS
+from recsys_core.serving.ann import INSTALL_HINT, ScannConfig, scann_available
+from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER
+from recsys_core.serving.recommend import RecommendSettings
 
 SHUFFLES = ("auto", "files", "beam")
 INDEXES = ("exact", "scann")

@@ -19,7 +19,7 @@ the parameters and the date, so the same inputs write the same rows and bytes)
 plus a per-attempt suffix, so that a rerun never writes over files a reader may
 be reading. A pointer is written under a temporary name and renamed into place:
 atomic on a local disk, and a single-object write on an object store. A reader
-that starts from a pointer (`recsys_core.outputs.read_published`) therefore sees
+that starts from a pointer (`recsys_core.serving.outputs.read_published`) therefore sees
 the complete old run or the complete new one, never a mix, and never nothing.
 The run a pointer replaced keeps its files until the next run, for readers that
 opened it just before the switch; a killed run's files are unreferenced and are
@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 from recsys_core.faults import fault_point
 from recsys_core.fingerprint import json_sha256
 from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
-from recsys_core.outputs import LATEST_POINTER, PUBLISHED_DIR, pointer_path
+from recsys_core.serving.outputs import LATEST_POINTER, PUBLISHED_DIR, pointer_path
 
 RUNS = "_runs"
 STAGING = "_staging"
@@ -71,7 +71,7 @@ def read_json(path: str) -> dict:
 
 def current_pointer(root: str, name: str) -> dict | None:
     """The pointer `name` (`dt=<date>.json` or `latest.json`) of `root`, or None (readers:
-    `recsys_core.outputs.read_pointer`, which needs no Beam)."""
+    `recsys_core.serving.outputs.read_pointer`, which needs no Beam)."""
     path = FileSystems.join(root, PUBLISHED_DIR, name)
     return read_json(path) if FileSystems.exists(path) else None
 

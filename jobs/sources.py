@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from recsys_core.config import DataConfig
 from recsys_core.data import DataError, load_data
 from recsys_core.schema import FeatureSchema
-from recsys_core.validation import INTERACTIONS, ITEMS, USERS, Rules, check_rows
+from recsys_core.serving.validation import INTERACTIONS, ITEMS, USERS, Rules, check_rows
 
 TABLES = (INTERACTIONS, USERS, ITEMS)
 UNREADABLE_FILE = "unreadable_file"  # the dead-letter reason of a refused input file

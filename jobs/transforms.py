@@ -30,10 +30,11 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.shared import Shared
 
 from jobs.sources import UNREADABLE_FILE, JobInputs, RefusedFile
-from recsys_core import outputs
 from recsys_core.data.activity import ALL_TIME, NEVER, ItemActivity, newest_time, window_start, windows_counted
 from recsys_core.faults import fault_point
-from recsys_core.recommend import (
+from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID
+from recsys_core.serving import outputs
+from recsys_core.serving.recommend import (
     BundleScorer,
     ItemIndex,
     RecommendSettings,
@@ -42,8 +43,7 @@ from recsys_core.recommend import (
     similar_items,
     user_blocks,
 )
-from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID
-from recsys_core.validation import (
+from recsys_core.serving.validation import (
     INTERACTIONS,
     ITEMS,
     SOURCE,

@@ -1,19 +1,14 @@
-"""Shared fixtures: the real MovieLens-100K files beside the repository, tiny trained models."""
+"""Shared fixtures: the real MovieLens-100K files beside the repository, tiny trained models (helpers that are
+not fixtures live in `tests/support.py`)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
 import recsys_core  # noqa: F401  (Keras 2 before TensorFlow)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ML100K = os.path.join(REPO, "..", "shared", "data", "ml-100k")
-SPLITS = os.path.join(REPO, "..", "shared", "data", "ml-100k-splits")
+from tests.support import ML100K
 
 
 @pytest.fixture(scope="session")
@@ -44,37 +39,6 @@ def tiny_data():
     return synthetic_interactions(num_users=200, num_items=80, interactions_per_user=15, seed=3)
 
 
-_PEAK_MEMORY = """
-def reset_peak():
-    with open("/proc/self/clear_refs", "w") as handle:
-        handle.write("5")  # this process's peak resident memory := its resident memory now
-
-
-def peak_bytes():
-    with open("/proc/self/status") as handle:
-        return int(next(line for line in handle if line.startswith("VmHWM")).split()[1]) * 1024
-
-
-"""
-
-
-def run_measured(script: str, *args) -> list[int]:
-    """Runs `script` in a fresh Python, which may call `reset_peak()` and `peak_bytes()`; returns the integers
-    it prints. (The peak is the process's own, VmHWM: `ru_maxrss` would start at the pytest process's
-    resident memory, which a forked child inherits through exec, and hide any smaller peak.)"""
-    done = subprocess.run(
-        [sys.executable, "-c", _PEAK_MEMORY + script, *map(str, args)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return [int(value) for value in done.stdout.split()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def tiny_trained(tiny_data, tmp_path_factory):
     """Every model fitted for two epochs on tiny synthetic data: (config, vocab, inputs, {name: TrainedModel})."""
@@ -84,7 +48,7 @@ def tiny_trained(tiny_data, tmp_path_factory):
     from recsys_core.data.pipeline import ModelInputs
     from recsys_core.data.splits import random_split
     from recsys_core.features.vocabulary import fit_vocabulary
-    from recsys_core.training import evaluate, fit_model
+    from recsys_core.training.trainer import evaluate, fit_model
 
     config = experiment("smoke")
     config.training.verbose = 0
@@ -115,10 +79,3 @@ def ml100k_bundle(ml100k_path, tmp_path_factory) -> str:
     args += ["--override", "list_ranker.members=1"]
     assert train.main(args + ["--output-dir", str(output)]) == 0
     return str(output / (output / "LATEST").read_text())
-
-
-def published(output, table: str, run_date: str | None = None):
-    """A published table as pandas, read the way consumers must: through the date's pointer."""
-    from recsys_core import outputs
-
-    return outputs.read_published(str(output), table, run_date).to_pandas()

@@ -9,7 +9,7 @@ COMMANDS = {
     "recsys-train": "train:main",
     "recsys-score": "jobs.batch_recommend:main",
     "recsys-nightly": "jobs.nightly:main",
-    "recsys-report": "recsys_core.report:main",
+    "recsys-report": "recsys_core.report.figures:main",
 }
 
 
@@ -31,7 +31,7 @@ def test_every_command_is_installed_and_answers_help():
 
 def test_the_nightly_summary_shows_each_items_title_beside_its_id(ml100k, ml100k_bundle, tmp_path, capsys):
     from jobs import nightly
-    from recsys_core import outputs
+    from recsys_core.serving import outputs
 
     flags = ["--bundle", ml100k_bundle, "--output", str(tmp_path), "--run-date", "2026-11-22", "--reranker", "ranking"]
     assert nightly.main(flags) == 0

@@ -5,7 +5,7 @@ import importlib.util
 import pathlib
 import re
 
-from conftest import REPO
+from tests.support import REPO
 
 PAGES = [pathlib.Path(REPO, "README.md"), *sorted(pathlib.Path(REPO, "docs").glob("*.md"))]
 

@@ -11,12 +11,12 @@ import time
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
 
 from jobs.publish import output_lease
 from recsys_core import lease as leases
-from recsys_core import outputs
 from recsys_core.lease import LeaseHeld
+from recsys_core.serving import outputs
+from tests.support import REPO
 
 
 @pytest.fixture(autouse=True)

@@ -6,13 +6,13 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import published
 
 import train
 from jobs import batch_recommend
-from recsys_core import outputs
 from recsys_core.data.shop import synthetic_shop
 from recsys_core.schema import SCHEMA_DIR
+from recsys_core.serving import outputs
+from tests.support import published
 
 RUN_DATE = "2026-11-22"
 

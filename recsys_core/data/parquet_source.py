@@ -27,9 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, check_known
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, check_known, timestamps_as_seconds
 from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature, FeatureSchema
-from recsys_core.validation import timestamps_as_seconds
 
 BATCH_ROWS = 65_536  # interactions per batch when they are streamed
 

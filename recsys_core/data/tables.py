@@ -158,3 +158,10 @@ def positions(values: pa.ChunkedArray, keys: pa.Array) -> np.ndarray:
     """Index of each value in `keys`, -1 where absent."""
     positions = pc.fill_null(pc.index_in(values, value_set=one_array(keys)), -1)
     return positions.to_numpy().astype(np.int64)
+
+
+def timestamps_as_seconds(column: pa.Array) -> pa.Array:
+    """An Arrow timestamp column as int64 seconds (how the tables store times); other columns as they are."""
+    if pa.types.is_timestamp(column.type):
+        return pc.cast(column, pa.timestamp("s"), safe=False).cast(pa.int64())
+    return column

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_measured
 
 from recsys_core.data.example_files import (
     ExampleFileWriter,
@@ -10,6 +9,7 @@ from recsys_core.data.example_files import (
     example_dataset,
 )
 from recsys_core.data.pipeline import ExampleFiles, example_arrays, example_chunks, make_dataset
+from tests.support import run_measured
 
 
 def test_candidate_probability_is_the_training_frequency(ml100k_split):

@@ -48,13 +48,13 @@ def test_all_time_and_empty_tables_count_everything():
 def test_the_fallback_on_the_temporal_split_is_the_recent_popular_baseline(ml100k, window):
     """Most popular unseen in the last 14 days before the cut beats all-time counts on ML-100K's future
     (GUIDE §5: 0.414 against 0.340 NDCG@10, with ties by item index; here ties go by all-time counts)."""
-    from recsys_core import evaluation
     from recsys_core.data.splits import temporal_split
+    from recsys_core.evaluation import offline
 
-    held_out = evaluation.HeldOut.build(*temporal_split(ml100k, 0.2))
-    top = evaluation.popular_lists(held_out, 10, window)
-    overall = evaluation.list_figures(top, held_out, 10)["ndcg_at_10"]
-    groups = evaluation.figures_by_history(top, held_out)
+    held_out = offline.HeldOut.build(*temporal_split(ml100k, 0.2))
+    top = offline.popular_lists(held_out, 10, window)
+    overall = offline.list_figures(top, held_out, 10)["ndcg_at_10"]
+    groups = offline.figures_by_history(top, held_out)
     assert (groups["with_history"]["users"], groups["without_history"]["users"]) == (109, 192)
     # The groups partition the users: the overall mean is their users-weighted mean.
     weighted = sum(g["users"] * g["ndcg_at_10"] for g in groups.values()) / 301

@@ -1,9 +1,9 @@
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SPLITS, run_measured
 
 from recsys_core.data.splits import random_split, temporal_split
+from tests.support import SPLITS, run_measured
 
 
 @pytest.mark.parametrize("part", ["train", "test"])

@@ -7,7 +7,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_measured
 
 from recsys_core.config import DataConfig
 from recsys_core.data import streaming
@@ -17,6 +16,7 @@ from recsys_core.data.streaming import FIT, TEST, VALIDATION, RowSplit
 from recsys_core.data.tables import DataError, joined
 from recsys_core.features.vocabulary import fit_vocabulary
 from recsys_core.schema import load_schema
+from tests.support import run_measured
 
 SHARD_ROWS = 25_000
 LENGTH = 20

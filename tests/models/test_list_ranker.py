@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from recsys_core.config import ListRankerConfig
-from recsys_core.list_ranking import fit_list_ranker, list_labels
-from recsys_core.metrics import per_user_scores
+from recsys_core.evaluation.list_ranking import fit_list_ranker, list_labels
+from recsys_core.evaluation.metrics import per_user_scores
 from recsys_core.models.list_ranker import ListSoftmaxLoss
 
 

@@ -71,7 +71,7 @@ def bfloat16_trained(tiny_trained, tmp_path_factory):
     import copy
 
     from recsys_core.config import MODEL_NAMES
-    from recsys_core.training import evaluate, fit_model
+    from recsys_core.training.trainer import evaluate, fit_model
 
     config, vocab, inputs, _ = tiny_trained
     config = copy.deepcopy(config)
@@ -101,7 +101,7 @@ def test_mixed_bfloat16_fits_as_well_as_float32_and_exports_float32(tiny_trained
 
 def test_the_float32_copy_of_a_mixed_precision_model_keeps_its_weights(tiny_trained):
     from recsys_core.distribute import dtype_policy
-    from recsys_core.training import float32_copy
+    from recsys_core.training.trainer import float32_copy
 
     config, vocab, inputs, _ = tiny_trained
     with dtype_policy("mixed_bfloat16"):

@@ -1,0 +1,1 @@
+"""The trainer (fit, select, refit, evaluate, publish), the bundle's signatures and its plots."""
