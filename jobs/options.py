@@ -13,13 +13,13 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from jobs import publish
 from jobs.gate import Gate, parse_metric_bounds
-from recsys_core.bundle import BundleError, read_manifest
+from recsys_core.bundle import BundleError, is_local, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig
 from recsys_core.data.activity import ALL_TIME
 from recsys_core.lease import DEFAULT_SECONDS as DEFAULT_LEASE_SECONDS
 from recsys_core.registry import RATING_MODELS
 from recsys_core.serving.ann import INSTALL_HINT, ScannConfig, scann_available
-from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER
+from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER, NO_RERANKER
 from recsys_core.serving.recommend import RecommendSettings
 
 SHUFFLES = ("auto", "files", "beam")
@@ -323,11 +323,11 @@ def _reranking(
     """The re-ranker and the weights of the final order: as asked, else as chosen on validation at training."""
     chosen = manifest.get("reranking", {})
     if reranker == "auto":
-        reranker = chosen.get("reranker", "none")
+        reranker = chosen.get("reranker", NO_RERANKER)
     rerankers = [name for name in (*RATING_MODELS, LIST_RANKER) if name in manifest["signatures"]]
-    if reranker != "none" and reranker not in rerankers:
+    if reranker != NO_RERANKER and reranker not in rerankers:
         raise ValueError(
-            f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, 'none']}"
+            f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, NO_RERANKER]}"
         )
     features = chosen.get("list_ranker", {}).get("features")
     if reranker == LIST_RANKER and features != list(LIST_FEATURES):
@@ -337,7 +337,7 @@ def _reranking(
             "with --reranker ranking (or none)"
         )
     if blend_weight is None:
-        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0 if reranker != "none" else 0.0)
+        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0 if reranker != NO_RERANKER else 0.0)
     if popularity_weight is None:
         popularity_weight = chosen.get("popularity_weights", {}).get(reranker, 0.0)
     if not 0.0 <= blend_weight <= 1.0:
@@ -355,7 +355,7 @@ def _training_data(manifest: dict) -> DataConfig:
 
 
 def _check_writable(output: str) -> None:
-    if "://" in output:
+    if not is_local(output):
         return  # remote file systems are checked by the runner when it stages files
     try:
         os.makedirs(output, exist_ok=True)

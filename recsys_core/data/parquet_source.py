@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from recsys_core.bundle import is_local
 from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, check_known, timestamps_as_seconds
 from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature, FeatureSchema
 
@@ -98,7 +99,7 @@ def open_parquet_tables(root: str, schema: FeatureSchema) -> ParquetTables:
     Raises:
         DataError: a table is missing or unreadable, or does not follow `schema`.
     """
-    if "://" in root:
+    if not is_local(root):
         filesystem, base = pafs.FileSystem.from_uri(root)
     else:
         root = os.path.abspath(root)

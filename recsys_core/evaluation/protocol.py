@@ -28,13 +28,12 @@ from recsys_core.evaluation import baselines, list_ranking, metrics, offline
 from recsys_core.models.list_ranker import ListRanker
 from recsys_core.registry import RATING_MODELS
 from recsys_core.schema import ITEM_ID, USER_ID
-from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER, ItemFactors, ListRankerInputs
+from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER, NO_RERANKER, ItemFactors, ListRankerInputs
 from recsys_core.serving.recommend import BundleScorer, RecommendSettings
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "ndcg_at_10"
 SELECTION_K = 10
-NO_RERANKER = "none"
 CHOICES = ("popularity_window_days", "reranker", "blend_weight", "popularity_weight", "ease_l2")  # what the job uses
 
 

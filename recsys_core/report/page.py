@@ -16,6 +16,7 @@ import os
 import re
 import struct
 
+from recsys_core.bundle import write_text
 from recsys_core.training import plots
 
 MISSING = "–"
@@ -275,14 +276,6 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
 """
 
 
-def _write_atomically(path: str, text: str) -> None:
-    """Writes `text` to `path + ".partial"`, then renames it to `path`: readers never see half a file."""
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(partial, path)
-
-
 def write_report(directory: str, report: dict, images: dict[str, bytes]) -> tuple[str, str]:
     """Writes `report.json` and `report.html` into `directory` (created if missing), each atomically.
 
@@ -300,6 +293,6 @@ def write_report(directory: str, report: dict, images: dict[str, bytes]) -> tupl
     os.makedirs(directory, exist_ok=True)
     json_path = os.path.join(directory, "report.json")
     html_path = os.path.join(directory, "report.html")
-    _write_atomically(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _write_atomically(html_path, page)
+    write_text(json_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_text(html_path, page)
     return json_path, html_path

@@ -40,7 +40,9 @@ LIST_FEATURES = (
     "user_recency",  # log(1 + days since the user's last interaction)
 )
 HISTORY_ITEMS = 10
-LIST_RANKER = "list"  # the re-ranker choice (and bundle signature) that orders lists by the list ranker
+# The re-ranker choices besides the bundle's rating signatures (`RecommendSettings.reranker`):
+LIST_RANKER = "list"  # orders lists by the list ranker (also the name of its bundle signature)
+NO_RERANKER = "none"  # keeps the retrieval order, with the popularity prior
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,13 +10,13 @@ directory listing may include a run in flight or one being replaced.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs
 
+from recsys_core.bundle import absolute
 from recsys_core.serving.validation import DEAD_LETTER_SCHEMA
 
 SCHEMA_VERSION = 3  # 3: versioned partitions behind a pointer file
@@ -119,7 +119,7 @@ def read_pointer(root: str, run_date: str | None = None) -> dict:
         FileNotFoundError: nothing is published for that date.
     """
     path = pointer_path(root, run_date) if run_date else f"{root.rstrip('/')}/{PUBLISHED_DIR}/{LATEST_POINTER}"
-    filesystem, inner = pyarrow.fs.FileSystem.from_uri(_uri(path))
+    filesystem, inner = pyarrow.fs.FileSystem.from_uri(absolute(path))
     with filesystem.open_input_stream(inner) as handle:
         return json.loads(handle.read())
 
@@ -136,9 +136,7 @@ def read_published(root: str, table: str, run_date: str | None = None) -> pa.Tab
 
 def files_dataset(root: str, paths: list[str], schema: pa.Schema | None = None) -> ds.Dataset:
     """The Parquet files `paths` (relative to `root`, a local path or a URI) as one pyarrow dataset."""
-    filesystem, base = pyarrow.fs.FileSystem.from_uri(_uri(root))
+    filesystem, base = pyarrow.fs.FileSystem.from_uri(absolute(root))
     return ds.dataset([f"{base}/{path}" for path in paths], schema=schema, format="parquet", filesystem=filesystem)
 
 
-def _uri(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)

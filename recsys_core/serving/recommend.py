@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from recsys_core.bundle import ITEM_FACTORS, bundle_schema, load_bundle, read_bytes, read_text
+from recsys_core.bundle import ITEM_FACTORS, VOCABULARY, bundle_schema, load_bundle, read_bytes, read_text
 from recsys_core.data.activity import ItemActivity
 from recsys_core.data.tables import group_by_user
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
@@ -30,6 +30,7 @@ from recsys_core.serving import outputs
 from recsys_core.serving.ann import ScannConfig, ScannIndex, recall
 from recsys_core.serving.list_features import (
     LIST_RANKER,
+    NO_RERANKER,
     ItemFactors,
     ListRankerInputs,
     candidate_features,
@@ -56,7 +57,7 @@ class BundleScorer:
     def __init__(self, bundle: str) -> None:
         self.manifest, self._model = load_bundle(bundle)
         self.schema = bundle_schema(self.manifest)
-        vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], "vocabulary.json")))
+        vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], VOCABULARY)))
         self._user_ids = frozenset(vocabulary["user_ids"])  # one hash set, not one per block
         self.version = self.manifest["bundle_version"]
         self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
@@ -213,7 +214,7 @@ class RecommendSettings:
 
     Attributes:
         top_k: retrieval depth; final_k: rows kept per user.
-        reranker: a rating signature of the bundle, or "none".
+        reranker: a rating signature of the bundle, `LIST_RANKER` or `NO_RERANKER`.
         blend_weight: weight of the re-ranker in the final order (see `scoring.blend`);
             1 orders by predicted rating alone, 0 keeps the retrieval order.
         popularity_weight: weight of the items' training popularity in the final order.
@@ -378,7 +379,7 @@ def candidate_lists(
 def _rating_model(scorer: BundleScorer, settings: RecommendSettings) -> str | None:
     """The rating signature that rates the candidates: the re-ranker, or the one the list ranker reads; None."""
     name = scorer.list_inputs.rating_model if settings.reranker == LIST_RANKER else settings.reranker
-    return None if name in (None, "none") else name
+    return None if name in (None, NO_RERANKER) else name
 
 
 def _other_sources(
