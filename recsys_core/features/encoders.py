@@ -31,6 +31,33 @@ def string_lookup(vocabulary: list[str]) -> tf.keras.layers.StringLookup:
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
 
 
+class IdEmbedding(tf.keras.layers.Layer):
+    """`[...]` string ids -> `[..., dim]` rows of a learned table; ids outside `vocabulary` share row 0.
+
+    A `StringLookup` over `vocabulary`, then an `Embedding` of `len(vocabulary) + 1` rows (L2 penalty `l2`,
+    initialised by `initializer`) in this layer's dtype policy.
+    """
+
+    def __init__(self, vocabulary: list[str], dim: int, l2: float = 0.0, initializer: str = "uniform", **kwargs):
+        super().__init__(**kwargs)
+        self._config = {"vocabulary": list(vocabulary), "dim": dim, "l2": l2, "initializer": initializer}
+        self.lookup = string_lookup(vocabulary)
+        regularizer = tf.keras.regularizers.l2(l2) if l2 else None
+        self.table = tf.keras.layers.Embedding(
+            len(vocabulary) + 1,
+            dim,
+            embeddings_initializer=initializer,
+            embeddings_regularizer=regularizer,
+            dtype=self.dtype_policy,
+        )
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        return self.table(self.lookup(ids))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), **self._config}
+
+
 def value_lookup(vocabulary: list, dtype: str) -> tf.keras.layers.Layer:
     """A string or integer lookup (bools are looked up as 0/1), OOV at index 0."""
     if dtype == "string":
@@ -152,12 +179,10 @@ class QueryEncoder(tf.keras.layers.Layer):
         side = max(4, embedding_dim // 4)
         self._vocab = vocab
         self._use_time = use_time
-        self._use_history = use_history
+        self.use_history = use_history
         if use_history:
-            self.history_lookup = string_lookup(vocab.item_ids)
-            self.history_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
-        self.user_lookup = string_lookup(vocab.user_ids)
-        self.user_embedding = embedding(len(vocab.user_ids) + 1, embedding_dim, l2)
+            self.history = IdEmbedding(vocab.item_ids, embedding_dim, l2)
+        self.user_id = IdEmbedding(vocab.user_ids, embedding_dim, l2)
         self.user_features = FeatureEmbeddings(features if use_user_features else (), vocab, side, l2)
         if use_time:
             boundaries = vocab.numbers[TIMESTAMP].boundaries
@@ -165,7 +190,7 @@ class QueryEncoder(tf.keras.layers.Layer):
             self.time_embedding = embedding(len(boundaries) + 1, side, l2)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        parts = [self.user_embedding(self.user_lookup(features[USER_ID]))]
+        parts = [self.user_id(features[USER_ID])]
         parts += _concat(*self.user_features(features))
         if self._use_time:
             timestamp = features[TIMESTAMP]
@@ -173,12 +198,12 @@ class QueryEncoder(tf.keras.layers.Layer):
                 self.time_embedding(self.time_bucket(tf.cast(timestamp, tf.float64))),
                 tf.cast(normalized(timestamp, self._vocab.numbers[TIMESTAMP]), self.compute_dtype),
             ]
-        if self._use_history:
+        if self.use_history:
             history = features[HISTORY]
             keep = history != PADDING
             if ITEM_ID in features:
                 keep &= history != features[ITEM_ID][:, None]
-            parts.append(masked_mean(self.history_embedding(self.history_lookup(history)), keep))
+            parts.append(masked_mean(self.history(history), keep))
         return tf.concat(parts, axis=1)
 
 
@@ -189,10 +214,9 @@ class ItemEncoder(tf.keras.layers.Layer):
         self, features: tuple[Feature, ...], vocab: FeatureVocabulary, embedding_dim: int, l2: float = 0.0, **kwargs
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.item_lookup = string_lookup(vocab.item_ids)
-        self.item_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
+        self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
         self.item_features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        parts = [self.item_embedding(self.item_lookup(features[ITEM_ID]))]
+        parts = [self.item_id(features[ITEM_ID])]
         return tf.concat(parts + _concat(*self.item_features(features)), axis=1)

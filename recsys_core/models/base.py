@@ -3,8 +3,25 @@ training step scales the loss under `mixed_float16`."""
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+
+
+@runtime_checkable
+class RatesInHalves(Protocol):
+    """A rating that splits into a user half and an item half, so that a re-ranker computes each half once,
+    not once per (user, item) pair (the bundle's `<name>_user_state`, `_item_state` and `_candidates`)."""
+
+    def user_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """User features -> `[users, S]`."""
+
+    def item_state(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
+        """Item features -> `[items, S']`."""
+
+    def rate_states(self, user: tf.Tensor, item: tf.Tensor) -> tf.Tensor:
+        """Ratings of user and item states paired by broadcasting, `[..., S]`, `[..., S']` -> `[...]`."""
 
 
 class Model(tfrs.Model):
@@ -25,6 +42,11 @@ class Model(tfrs.Model):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
+
+    @property
+    def halves(self) -> RatesInHalves | None:
+        """What rates this model's pairs in halves (`RatesInHalves`), or None where its rating does not split."""
+        return self if isinstance(self, RatesInHalves) else None
 
     @property
     def losses(self) -> list[tf.Tensor]:

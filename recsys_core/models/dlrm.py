@@ -14,7 +14,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from recsys_core.features.encoders import FeatureEmbeddings, cyclic_time, embedding, string_lookup
+from recsys_core.features.encoders import FeatureEmbeddings, IdEmbedding, cyclic_time
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID, Feature
 
@@ -38,10 +38,8 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
     ) -> None:
         super().__init__(autocast=False, **kwargs)
         self._use_time = use_time
-        self.user_lookup = string_lookup(vocab.user_ids)
-        self.item_lookup = string_lookup(vocab.item_ids)
-        self.user_embedding = embedding(len(vocab.user_ids) + 1, embedding_dim, l2)
-        self.item_embedding = embedding(len(vocab.item_ids) + 1, embedding_dim, l2)
+        self.user_id = IdEmbedding(vocab.user_ids, embedding_dim, l2)
+        self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
         self.features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
         has_numbers = use_time or any(f.kind in ("numeric", "timestamp") for f in features)
         self.bottom = (
@@ -56,10 +54,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         if self._use_time:
             time = tf.cast(cyclic_time(features[TIMESTAMP]), self.compute_dtype)
             dense = time if dense is None else tf.concat([dense, time], axis=1)
-        ids = [
-            self.user_embedding(self.user_lookup(features[USER_ID])),
-            self.item_embedding(self.item_lookup(features[ITEM_ID])),
-        ]
+        ids = [self.user_id(features[USER_ID]), self.item_id(features[ITEM_ID])]
         return ([self.bottom(dense)] if self.bottom is not None else []) + ids + embedded
 
 
@@ -72,10 +67,16 @@ class DotInteractionHead(tf.keras.layers.Layer):
 
     def __init__(self, self_interaction: bool = False, **kwargs) -> None:
         super().__init__(dtype="float32", **kwargs)
+        self.self_interaction = self_interaction
         self.dot = tfrs.layers.feature_interaction.DotInteraction(self_interaction=self_interaction, dtype="float32")
 
     def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
         return tf.concat([vectors[0], self.dot(vectors)], axis=1)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("dtype", None)  # always float32
+        return {**config, "self_interaction": self.self_interaction}
 
 
 class CrossHead(tf.keras.layers.Layer):
@@ -84,6 +85,9 @@ class CrossHead(tf.keras.layers.Layer):
     def __init__(self, num_layers: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.cross = [tfrs.layers.feature_interaction.Cross() for _ in range(num_layers)]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_layers": len(self.cross)}
 
     def call(self, vectors: list[tf.Tensor]) -> tf.Tensor:
         x0 = hidden = tf.concat(vectors, axis=1)

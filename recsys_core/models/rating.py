@@ -6,8 +6,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core.distribute import dtype_policy
-from recsys_core.features.encoders import string_lookup
-from recsys_core.models.base import Model
+from recsys_core.features.encoders import IdEmbedding
+from recsys_core.models.base import Model, RatesInHalves
 from recsys_core.schema import RATING
 
 
@@ -21,6 +21,10 @@ class RatingModel(Model):
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return self.scorer(features)
+
+    @property
+    def halves(self) -> RatesInHalves | None:
+        return self.scorer if isinstance(self.scorer, RatesInHalves) else None
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.task(labels=features[RATING], predictions=self(features))
@@ -125,12 +129,12 @@ class IdBias(tf.keras.layers.Layer):
 
     def __init__(self, feature: str, vocabulary: list[str], l2: float, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
-        self._feature = feature
-        self.lookup = string_lookup(vocabulary)
-        regularizer = tf.keras.regularizers.l2(l2) if l2 else None
-        self.bias = tf.keras.layers.Embedding(
-            len(vocabulary) + 1, 1, embeddings_initializer="zeros", embeddings_regularizer=regularizer, dtype="float32"
-        )
+        self.feature = feature
+        self.bias = IdEmbedding(vocabulary, 1, l2, initializer="zeros", dtype="float32")
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        return self.bias(self.lookup(features[self._feature]))
+        return self.bias(features[self.feature])
+
+    def get_config(self) -> dict:
+        bias = self.bias.get_config()
+        return {**super().get_config(), "feature": self.feature, "vocabulary": bias["vocabulary"], "l2": bias["l2"]}

@@ -138,5 +138,3 @@ def files_dataset(root: str, paths: list[str], schema: pa.Schema | None = None) 
     """The Parquet files `paths` (relative to `root`, a local path or a URI) as one pyarrow dataset."""
     filesystem, base = pyarrow.fs.FileSystem.from_uri(absolute(root))
     return ds.dataset([f"{base}/{path}" for path in paths], schema=schema, format="parquet", filesystem=filesystem)
-
-

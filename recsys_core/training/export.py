@@ -25,6 +25,8 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import registry
 from recsys_core.features.arrays import item_inputs, query_inputs, tensor_specs, user_inputs
+from recsys_core.features.encoders import QueryEncoder
+from recsys_core.models.base import RatesInHalves
 from recsys_core.schema import HISTORY, FeatureSchema
 from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER
 
@@ -72,8 +74,8 @@ def build_signatures(
             if reads_history(models[name]):
                 inputs += (HISTORY,)
             signatures[name] = _rating_signature(models[name], tensor_specs(schema, inputs))
-            rater = getattr(models[name], "scorer", models[name])
-            if hasattr(rater, "rate_states"):
+            rater = models[name].halves
+            if rater is not None:
                 user_side = tuple(n for n in inputs if n not in item_inputs(schema, reads))
                 item_side = item_inputs(schema, reads)
                 signatures.update(
@@ -84,10 +86,10 @@ def build_signatures(
 
 def reads_history(model: tf.keras.Model) -> bool:
     """Whether any query encoder inside `model` reads `user_history`."""
-    return any(getattr(layer, "_use_history", False) for layer in model.submodules)
+    return any(isinstance(layer, QueryEncoder) and layer.use_history for layer in model.submodules)
 
 
-def _state_signatures(name: str, rater: tf.keras.Model, user_specs: dict, item_specs: dict) -> dict:
+def _state_signatures(name: str, rater: RatesInHalves, user_specs: dict, item_specs: dict) -> dict:
     """`<name>_user_state`, `<name>_item_state` and `<name>_candidates`: the model's rating in halves.
 
     `<name>_candidates(user_state [users, S], item_state [items, S'], candidates [users, k] item

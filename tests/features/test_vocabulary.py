@@ -43,7 +43,7 @@ def test_unknown_ids_map_to_the_oov_embedding(tiny_data):
     features = _first_rows(tiny_data, user_inputs(tiny_data.schema))
     features["user_id"] = tf.constant([b"never-seen", b"also-new", features["user_id"][2].numpy()])
     encoded = encoder(features).numpy()
-    oov_row = encoder.user_embedding.embeddings.numpy()[0]
+    oov_row = encoder.user_id.table.embeddings.numpy()[0]
     np.testing.assert_allclose(encoded[0], oov_row)
     np.testing.assert_allclose(encoded[1], oov_row)
     assert not np.allclose(encoded[2], oov_row)
@@ -128,8 +128,8 @@ def test_history_is_a_masked_mean_that_leaves_out_the_item_being_scored(tiny_dat
     first, second = (m.encode() for m in vocab.item_ids[:2])
     user = tf.constant([vocab.user_ids[0].encode()])
     padded = encoder({"user_id": user, "user_history": tf.constant([[first, second, b""]])}).numpy()
-    table = encoder.history_embedding.embeddings.numpy()
-    rows = encoder.history_lookup(tf.constant([first, second])).numpy()
+    table = encoder.history.table.embeddings.numpy()
+    rows = encoder.history.lookup(tf.constant([first, second])).numpy()
     np.testing.assert_allclose(padded[0, 4:], table[rows].mean(axis=0), rtol=1e-6)  # padding ignored
     # Scoring the pair (user, first): `first` is left out of the user's history.
     pair = {"user_id": user, "user_history": tf.constant([[first, second, b""]]), "item_id": tf.constant([first])}

@@ -148,3 +148,17 @@ def test_mixed_float16_scales_the_loss_so_small_gradients_survive(tiny_trained):
 
 def _one_batch(inputs) -> dict[str, tf.Tensor]:
     return next(iter(inputs.test_batches(256)))
+
+
+def test_id_embeddings_give_unknown_ids_row_zero_and_layers_rebuild_from_their_config():
+
+    from recsys_core.features.encoders import IdEmbedding
+    from recsys_core.models.dlrm import CrossHead, DotInteractionHead
+    from recsys_core.models.rating import IdBias
+
+    ids = IdEmbedding(["a", "b"], 3)
+    rows = ids(tf.constant(["b", "unknown", "a"])).numpy()
+    np.testing.assert_array_equal(rows, ids.table.embeddings.numpy()[[2, 0, 1]])
+    for layer in (ids, IdBias("user_id", ["u1"], 1e-3), DotInteractionHead(True), CrossHead(2)):
+        rebuilt = type(layer).from_config(layer.get_config())
+        assert rebuilt.get_config() == layer.get_config()
