@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from recsys_core.console import native_stderr_silenced
 from recsys_core.data.tables import InteractionData
 
 # Up to this many ratings the split is the tutorials' (`tf.data` shuffle); its buffer holds each row as a
@@ -58,5 +59,6 @@ def _tf_shuffle_permutation(num_rows: int, seed: int) -> np.ndarray:
         tf.random.set_seed(seed)  # graph-level seed: leaves the eager global seed alone
         dataset = tf.data.Dataset.range(num_rows).shuffle(num_rows, seed=seed, reshuffle_each_iteration=False)
         batch = dataset.batch(num_rows).get_single_element()
-    with tf.compat.v1.Session(graph=graph) as session:
+    # A v1 session logs "MLIR V1 optimization pass is not enabled" through absl, past TF_CPP_MIN_LOG_LEVEL.
+    with native_stderr_silenced(), tf.compat.v1.Session(graph=graph) as session:
         return session.run(batch)

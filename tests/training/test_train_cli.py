@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 import uuid
 
 import pandas as pd
@@ -9,14 +12,24 @@ import pytest
 import tensorflow as tf
 
 import train
+from tests.support import REPO
 
 
 def _bundles(root):
     return sorted(entry for entry in os.listdir(root) if entry != "LATEST") if os.path.isdir(root) else []
 
 
-def test_smoke_run_writes_a_complete_bundle(tmp_path):
-    assert train.main(["--experiment", "smoke", "--output-dir", str(tmp_path), "--verbose", "0"]) == 0
+def test_smoke_run_writes_a_complete_bundle_and_logs_a_person_reads(tmp_path):
+    # As a scheduler runs it: stdout and stderr are files, not a terminal.
+    command = [sys.executable, "train.py", "--experiment", "smoke", "--output-dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "\r" not in done.stdout  # one line per epoch, no progress bars
+    assert "Epoch 2/2" in done.stdout
+    native = re.findall(r"^[IWEF]\d{4} .*$|^.*(?:InitializeLog|cuInit).*$", done.stderr, re.M)
+    assert not native, native  # C++ (absl) notices of TensorFlow on a CPU machine
+    warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == len(set(warnings)), warnings
     (version,) = _bundles(tmp_path)
     assert (tmp_path / "LATEST").read_text() == version
     bundle = tmp_path / version
