@@ -60,7 +60,6 @@ from recsys_core.fingerprint import json_sha256
 from recsys_core.lease import LeaseHeld
 from recsys_core.schema import ITEM_ID
 from recsys_core.serving import outputs
-from recsys_core.serving.recommend import RecommendSettings
 from recsys_core.serving.validation import INTERACTIONS, ITEMS, USERS, Rules, with_source
 
 log = logging.getLogger("batch_recommend")
@@ -68,7 +67,7 @@ log = logging.getLogger("batch_recommend")
 
 def rules_for(settings: JobSettings) -> Rules:
     """The bundle's schema, and the end of the run date as the latest plausible interaction."""
-    return Rules(bundle_schema(settings.manifest), settings.timestamp + 86_400)
+    return Rules(bundle_schema(settings.manifest), settings.recommend.timestamp + 86_400)
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobInputs, run_id: str, version: str):
@@ -79,19 +78,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     """
     model_version = settings.manifest["bundle_version"]
     rules = rules_for(settings)
-    recommend = RecommendSettings(
-        top_k=settings.top_k,
-        final_k=settings.final_k,
-        reranker=settings.reranker,
-        timestamp=settings.timestamp,
-        run_id=run_id,
-        blend_weight=settings.blend_weight,
-        popularity_weight=settings.popularity_weight,
-        item_shard_size=settings.item_shard_size,
-        index=settings.index,
-        scann=settings.scann,
-        recall_sample_every=settings.recall_sample_every,
-    )
+    recommend = dataclasses.replace(settings.recommend, run_id=run_id)
     written = []
 
     def write(table: str, named_tables) -> None:
@@ -121,7 +108,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     write(outputs.RECOMMENDATIONS, scored[outputs.RECOMMENDATIONS])
     write(outputs.USER_EMBEDDINGS, scored[outputs.USER_EMBEDDINGS])
     write(outputs.ITEM_EMBEDDINGS, index | "ItemEmbeddings" >> ItemEmbeddings(model_version))
-    similar = SimilarItems(settings.similar_k, model_version, settings.item_shard_size)
+    similar = SimilarItems(settings.similar_k, model_version, recommend.item_shard_size)
     write(outputs.SIMILAR_ITEMS, index | "SimilarItems" >> similar)
     refused = pipeline | "RefusedFiles" >> RefusedFiles(inputs)
     dead = [checked[t][DEAD] for t in checked] + [embedded[DEAD], grouped[DEAD], refused]
@@ -243,23 +230,24 @@ def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
 
 def _output_parameters(settings: JobSettings) -> dict:
     """The options that change the rows (not how they are computed: shards, shuffle, workers)."""
+    recommend = settings.recommend
     return {
-        "top_k": settings.top_k,
-        "final_k": settings.final_k,
-        "reranker": settings.reranker,
-        "blend_weight": settings.blend_weight,
-        "popularity_weight": settings.popularity_weight,
+        "top_k": recommend.top_k,
+        "final_k": recommend.final_k,
+        "reranker": recommend.reranker,
+        "blend_weight": recommend.blend_weight,
+        "popularity_weight": recommend.popularity_weight,
         "popularity_window_days": settings.popularity_window_days,
         "similar_k": settings.similar_k,
         "block_size": settings.block_size,
         "max_seen_per_block": settings.max_seen_per_block,
         "max_bad_share": settings.max_bad_share,
-        "run_date_timestamp": settings.timestamp,
+        "run_date_timestamp": recommend.timestamp,
         "query_policy": settings.manifest.get("query_policy"),
-        "index": settings.index,
+        "index": recommend.index,
         **(
-            {"scann": dataclasses.asdict(settings.scann), "recall_sample_every": settings.recall_sample_every}
-            if settings.index == "scann"
+            {"scann": dataclasses.asdict(recommend.scann), "recall_sample_every": recommend.recall_sample_every}
+            if recommend.index == "scann"
             else {}
         ),
     }
@@ -292,7 +280,7 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
         "input_fingerprints": inputs.fingerprints,
         "parameters": _output_parameters(settings),
         "retrieval": {
-            "index": settings.index,
+            "index": settings.recommend.index,
             "recall_at_k": gate.recall_at_k(counters),  # None for the exact index
             "recall_sampled_items": counters.get("recall_relevant", 0),
         },

@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from jobs import publish
 from jobs.gate import Gate, parse_metric_bounds
 from recsys_core.bundle import BundleError, is_local, read_manifest
-from recsys_core.config import DATA_SOURCES, DataConfig
+from recsys_core.config import DATA_SOURCES, DataConfig, TrainingConfig
 from recsys_core.data.activity import ALL_TIME
 from recsys_core.lease import DEFAULT_SECONDS as DEFAULT_LEASE_SECONDS
 from recsys_core.registry import RATING_MODELS
@@ -39,8 +39,8 @@ class RecommendOptions(PipelineOptions):
         option("data_source", choices=DATA_SOURCES)
         option("data_path")
         option("tfds_name")
-        option("top_k", type=int, default=100, help="retrieval depth")
-        option("final_k", type=int, default=20, help="rows per user")
+        option("top_k", type=int, default=TrainingConfig.top_k, help="retrieval depth")
+        option("final_k", type=int, default=TrainingConfig.final_k, help="rows per user")
         parser.add_argument(
             "--reranker",
             default="auto",
@@ -183,29 +183,21 @@ class JobSettings:
     scratch: str  # where raw rows wait for their bucket: under the temp location, never under `output`
     run_date: str
     data: DataConfig
-    top_k: int
-    final_k: int
-    reranker: str
-    blend_weight: float
-    popularity_weight: float
+    recommend: RecommendSettings  # how each block is scored; its `run_id` is set when the run starts
     popularity_window_days: float
     block_size: int
     max_seen_per_block: int
     max_bad_share: float
     lease_seconds: float
-    item_shard_size: int | None
     similar_k: int
-    index: str  # "exact" or "scann"
-    scann: ScannConfig
-    recall_sample_every: int
     shuffle: str  # "files" or "beam"
     gate: Gate
 
-    @property
-    def timestamp(self) -> int:
-        """Midnight UTC of the run date, in seconds: the query time of users without history."""
-        day = datetime.date.fromisoformat(self.run_date)
-        return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
+
+def midnight(run_date: str) -> int:
+    """Midnight UTC of `run_date`, in seconds: the query time of users without history."""
+    day = datetime.date.fromisoformat(run_date)
+    return int(datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc).timestamp())
 
 
 def canonical_date(value: str) -> str:
@@ -284,21 +276,25 @@ def validate(options: RecommendOptions) -> JobSettings:
         ),
         run_date=run_date,
         data=data,
-        top_k=args.top_k,
-        final_k=args.final_k,
-        reranker=reranker,
-        blend_weight=blend_weight,
-        popularity_weight=popularity_weight,
+        recommend=RecommendSettings(
+            top_k=args.top_k,
+            final_k=args.final_k,
+            reranker=reranker,
+            timestamp=midnight(run_date),
+            run_id="",
+            blend_weight=blend_weight,
+            popularity_weight=popularity_weight,
+            item_shard_size=args.item_shard_size,
+            index=args.index,
+            scann=ScannConfig(args.scann_leaves, args.scann_leaves_to_search, args.scann_reorder),
+            recall_sample_every=args.recall_sample_every,
+        ),
         popularity_window_days=float(window),
         block_size=args.block_size,
         max_seen_per_block=args.max_seen_per_block,
         max_bad_share=args.max_bad_share,
         lease_seconds=args.lease_seconds,
-        item_shard_size=args.item_shard_size,
         similar_k=args.similar_k,
-        index=args.index,
-        scann=ScannConfig(args.scann_leaves, args.scann_leaves_to_search, args.scann_reorder),
-        recall_sample_every=args.recall_sample_every,
         shuffle=args.shuffle if args.shuffle != "auto" else ("files" if runs_locally(options) else "beam"),
         gate=Gate(
             args.min_full_list_share,
