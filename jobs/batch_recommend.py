@@ -35,11 +35,11 @@ from apache_beam.options.pipeline_options import DirectOptions, TestOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from jobs import changes, gate, publish
+from jobs.counters import NAMESPACE, dead_prefix, rows_dead, rows_read, rows_written
 from jobs.options import JobSettings, RecommendOptions, runs_locally, validate
+from jobs.scoring import DEAD
 from jobs.sources import JobInputs, locate_inputs
 from jobs.transforms import (
-    DEAD,
-    NAMESPACE,
     Activity,
     BuildUserBlocks,
     CheckRows,
@@ -271,10 +271,10 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
             }
             for name in outputs.PUBLISHED
         },
-        "row_counts": {name: counters.get(f"rows_written_{name}", 0) for name in outputs.PUBLISHED},
+        "row_counts": {name: counters.get(rows_written(name), 0) for name in outputs.PUBLISHED},
         "input_rows": input_rows,
         "user_count": gate.users_served(counters),
-        "item_count": counters.get(f"rows_written_{outputs.ITEM_EMBEDDINGS}", 0),
+        "item_count": counters.get(rows_written(outputs.ITEM_EMBEDDINGS), 0),
         "model": {"bundle": settings.bundle, "bundle_version": settings.manifest["bundle_version"]},
         "data_lineage": inputs.lineage,
         "input_fingerprints": inputs.fingerprints,
@@ -354,7 +354,7 @@ def _input_rows(counters: dict, max_bad_share: float, inputs: JobInputs) -> dict
     rows of refused files count as read and dead-lettered); refuses the run above `max_bad_share`."""
     rows = {}
     for table in (INTERACTIONS, USERS, ITEMS):
-        read, dead = counters.get(f"rows_read_{table}", 0), counters.get(f"rows_dead_{table}", 0)
+        read, dead = counters.get(rows_read(table), 0), counters.get(rows_dead(table), 0)
         rows[table] = {"read": read, "used": read - dead, "dead_lettered": dead}
         if table in inputs.files:
             footers = inputs.rows[table] + sum(r.rows for r in inputs.refused if r.table == table)
@@ -365,7 +365,7 @@ def _input_rows(counters: dict, max_bad_share: float, inputs: JobInputs) -> dict
                     "change while the job ran? Nothing was published; run the job again once the export is done"
                 )
         if read and dead / read > max_bad_share:
-            prefix = f"dead_{table}_"
+            prefix = dead_prefix(table)
             reasons = ", ".join(
                 f"{k.removeprefix(prefix)}: {v}" for k, v in sorted(counters.items()) if k.startswith(prefix)
             )

@@ -9,17 +9,18 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from jobs.counters import DISTINCT_ITEMS_RECOMMENDED, NON_FINITE_ITEM_EMBEDDINGS, rows_written
 from recsys_core.data import DataError
 from recsys_core.serving import outputs
 
 # Counters of values that are NaN or infinite where the job computed a number (`recommend.recommend_block`,
-# `jobs.transforms.EmbedItems`): any of them refuses the run.
+# `jobs.scoring.EmbedItemsFn`): any of them refuses the run.
 NON_FINITE = {
     "non_finite_retrieval_scores": "retrieval scores",
     "non_finite_ranking_scores": "predicted ratings of the re-ranker",
     "non_finite_list_scores": "list-ranker scores",
     "non_finite_user_embeddings": "user embeddings",
-    "non_finite_item_embeddings": "item embeddings",
+    NON_FINITE_ITEM_EMBEDDINGS: "item embeddings",
     "nan_scores": "final scores of recommended rows",
 }
 
@@ -90,12 +91,12 @@ def failures(gate: Gate, counters: dict[str, int], bundle_metrics: dict) -> list
     for counter, what in NON_FINITE.items():
         if counters.get(counter, 0):
             found.append(f"{counters[counter]} {what} are NaN or infinite: is the bundle's model broken?")
-    distinct = counters.get("distinct_items_recommended", 0)
+    distinct = counters.get(DISTINCT_ITEMS_RECOMMENDED, 0)
     if distinct < gate.min_distinct_items:
         found.append(f"only {distinct} distinct items recommended (--min-distinct-items {gate.min_distinct_items})")
     possible = min(
-        counters.get(f"rows_written_{outputs.ITEM_EMBEDDINGS}", 0),
-        counters.get(f"rows_written_{outputs.RECOMMENDATIONS}", 0),
+        counters.get(rows_written(outputs.ITEM_EMBEDDINGS), 0),
+        counters.get(rows_written(outputs.RECOMMENDATIONS), 0),
     )
     if possible and distinct / possible < gate.min_distinct_item_share:
         found.append(

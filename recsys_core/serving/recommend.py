@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +27,7 @@ from recsys_core.features.history import history_matrix
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 from recsys_core.serving import outputs
 from recsys_core.serving.ann import ScannConfig, ScannIndex, recall
+from recsys_core.serving.blocks_in_flight import BlocksInFlight
 from recsys_core.serving.list_features import (
     LIST_RANKER,
     NO_RERANKER,
@@ -525,15 +525,14 @@ def recommend_blocks(
     settings: RecommendSettings,
     threads: int | None = None,
 ) -> Iterator[tuple[pa.Table, pa.Table, dict[str, int]]]:
-    """`recommend_block` of every block, in order, `threads` blocks at a time (default 2 per core).
-
-    TensorFlow and numpy release the GIL, and one block at a time keeps two cores only
-    about 70 % busy (parts of its selection and its row building run on one core):
-    blocks in flight side by side fill them. Results are `recommend_block`'s, in order.
-    """
-    threads = threads or 2 * (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        yield from pool.map(lambda block: recommend_block(scorer, block, index, settings), blocks)
+    """`recommend_block` of every block, in order, `threads` blocks at a time (`BlocksInFlight`)."""
+    flight = BlocksInFlight(lambda block: recommend_block(scorer, block, index, settings), threads)
+    try:
+        for block in blocks:
+            yield from (result for _, result in flight.submit(None, block))
+        yield from (result for _, result in flight.drain())
+    finally:
+        flight.close()
 
 
 class _StageClock:
