@@ -33,7 +33,7 @@ class RetrievalModel(Model):
     """Query and candidate towers trained with in-batch softmax (`tfrs.tasks.Retrieval`).
 
     Factorized top-K metrics are not computed here: they cost a pass over all
-    candidates per batch, so `evaluation.py` computes them once after training.
+    candidates per batch, so `training.trainer.evaluate` computes them once after training.
     """
 
     def __init__(
