@@ -3,7 +3,8 @@
 The HTML page is self-contained: its CSS is inline and every image, including the
 plots drawn here from the dict, is embedded as a base64 `data:` URL, so it opens
 offline. Its one small script only records on `<body>` how many images loaded
-(`data-images-loaded`, `data-images-total`), which the browser test reads.
+(`data-images-loaded`, `data-images-total`) and how wide the page is (`data-page-width`: wide tables
+scroll inside their box, the page does not), which the browser test reads.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ window.addEventListener("load", () => {
   const images = Array.from(document.images);
   document.body.dataset.imagesTotal = images.length;
   document.body.dataset.imagesLoaded = images.filter((image) => image.complete && image.naturalWidth > 0).length;
+  document.body.dataset.pageWidth = document.documentElement.scrollWidth;  // wide tables scroll in their box
 });
 """
 

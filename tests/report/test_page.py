@@ -273,7 +273,7 @@ def test_headless_chromium_renders_the_tables_and_every_image(written, tmp_path)
         "--disable-dev-shm-usage",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=5000",
-        "--window-size=1280,2000",
+        "--window-size=800,2000",  # narrower than the metrics table
         f"--screenshot={screenshot}",
         "--dump-dom",
         f"file://{written[1]}",
@@ -286,4 +286,5 @@ def test_headless_chromium_renders_the_tables_and_every_image(written, tmp_path)
     assert all(len(table["rows"]) == len(LIST_MEANS) + len(RATING_MEANS) for table in rendered.tables.values())
     assert rendered.body.get("data-images-total") == "8", rendered.body
     assert rendered.body.get("data-images-loaded") == "8", rendered.body
+    assert int(rendered.body["data-page-width"]) <= 800  # the page never scrolls sideways; wide tables do
     assert screenshot.stat().st_size > 20_000
