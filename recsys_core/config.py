@@ -145,9 +145,8 @@ class ListRankerConfig(FitConfig):
     learning_rate: float = 0.003
     layers: tuple[int, ...] = (32,)
     cross_layers: int = 1
-    # Out-of-fold validation NDCG@10 on ML-100K (random / temporal split, bundles fitted without refit) for
-    # l2 1e-4, 1e-3, 1e-2, 3e-2, 1e-1: 0.2500 / 0.3489, 0.2513 / 0.3492, 0.2525 / 0.3503, 0.2528 / 0.3501,
-    # 0.2500 / 0.3515: with 19 features and a few hundred lists, stronger than the rating models'.
+    # Chosen by out-of-fold validation NDCG@10 (docs/benchmarks.md): with 19 features and a few hundred lists,
+    # stronger than the rating models'.
     l2: float = 1e-2
     members: int = 3  # fits from consecutive seeds, averaged
     # The rating model whose predicted rating is one of its features ("" for none; absent from the run: none).
@@ -155,8 +154,10 @@ class ListRankerConfig(FitConfig):
     # Candidates each other source (most popular unseen in the window; highest item-to-item affinity) adds to the
     # retrieval top-K before the list ranker orders them.
     extra_candidates: int = 50
-    # Rank of its item-to-item factors (EASE's weights at the chosen regularisation, `baselines.low_rank`).
-    affinity_rank: int = 64
+    # Rank of its item-to-item factors (EASE's weights at the chosen regularisation, `baselines.low_rank`); the
+    # bundle holds 2 x items x rank float32 (20 000 items: 82 MB). Chosen by out-of-fold validation NDCG@10
+    # (docs/benchmarks.md).
+    affinity_rank: int = 512
 
 
 @dataclass
