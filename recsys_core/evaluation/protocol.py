@@ -130,6 +130,7 @@ def select(
         for l2 in (config.training.ease_l2 if _ease_fits(config, fit) else ())
     }
     ease_l2 = float(max(ease_scores, key=ease_scores.get)) if ease_scores else None
+    without_list_ranker = chosen
     ranker, ranker_record = None, None
     if config.list_ranker.enabled:
         ranker, ranker_record = _list_ranker_choice(
@@ -142,6 +143,7 @@ def select(
         "popularity_window_days": float(window),
         "popularity_window_scores": {f"{w:g}": value for w, value in window_scores.items()},
         "reranker": chosen,
+        "without_list_ranker": without_list_ranker,  # what the job would use without the list ranker
         "blend_weight": best[chosen][0] if chosen in best else 0.0,
         "popularity_weight": best[chosen][1] if chosen in best else 0.0,
         "blend_weights": {name: point[0] for name, point in best.items()},
@@ -259,7 +261,7 @@ def _ease_fits(config: ExperimentConfig, data: InteractionData) -> bool:
 
 def lists_on_test(
     bundle: str, config: ExperimentConfig, selection: dict, train: InteractionData, test: InteractionData
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict | None]:
     """Figures of every list on the test split, by system, each with its figures over the users with and
     without training history (`with_history`, `without_history`: `offline.figures_by_history`).
 
@@ -292,13 +294,28 @@ def lists_on_test(
     lists["most_popular_recent"] = offline.popular_lists(held_out, config.training.top_k, window)
     if selection["ease_l2"] is not None:
         lists["ease"] = offline.ease_lists(held_out, selection["ease_l2"], config.training.top_k)
-    return {
+    figures = {
         name: {
             **offline.list_figures(top, held_out, config.training.final_k),
             **offline.figures_by_history(top, held_out),
         }
         for name, top in lists.items()
     }
+    return figures, _list_ranker_gain(lists, selection, held_out)
+
+
+def _list_ranker_gain(lists: dict[str, np.ndarray], selection: dict, held_out: offline.HeldOut) -> dict | None:
+    """Test NDCG@10 (every test item relevant) of the list ranker's lists less that of the lists the job would
+    ship without it, paired over users: `{over, mean, standard_error}`; None without a list ranker."""
+    without = selection.get("without_list_ranker")
+    if f"final_{LIST_RANKER}" not in lists or without is None:
+        return None
+    with_ranker, without_ranker = (
+        metrics.per_user_scores(lists[f"final_{name}"], held_out.relevant, SELECTION_K)["ndcg"]
+        for name in (LIST_RANKER, without)
+    )
+    mean, standard_error = _paired_gain(with_ranker, without_ranker)
+    return {"over": f"final_{without}", "mean": mean, "standard_error": standard_error}
 
 
 def rating_baselines(train: InteractionData, test: InteractionData) -> dict[str, dict[str, float]]:

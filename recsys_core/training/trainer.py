@@ -195,9 +195,10 @@ def _train_and_export(
             train, test = protocol_data["train"], protocol_data["test"]
             manifest["metrics"]["baselines"] = protocol.rating_baselines(train, test)
             if towers:
-                manifest["metrics"]["lists"] = protocol.lists_on_test(
-                    staging, config, manifest["reranking"], train, test
-                )
+                lists, gain = protocol.lists_on_test(staging, config, manifest["reranking"], train, test)
+                manifest["metrics"]["lists"] = lists
+                if gain is not None:
+                    manifest["metrics"]["list_ranker_gain"] = gain
             bundle.update_manifest(staging, manifest)
     except BaseException:
         bundle.remove(staging)

@@ -126,5 +126,9 @@ def test_catalogues_beyond_ease_max_items_leave_ease_out_and_keep_the_rest(ml100
     fit, validation = random_split(train, 0.1, 42)
     choice, _ = protocol.select(ml100k_bundle, config, fit, validation)
     assert choice["ease_l2"] is None and choice["ease_validation_scores"] == {}
-    lists = protocol.lists_on_test(ml100k_bundle, config, choice, train, test)
+    lists, gain = protocol.lists_on_test(ml100k_bundle, config, choice, train, test)
     assert "ease" not in lists and {"final", "retrieval", "most_popular"} <= set(lists)
+    # The list ranker's paired test gain is the difference of the two lists' NDCG@10 (every test user holds an item).
+    assert gain["over"] == f"final_{choice['without_list_ranker']}"
+    difference = lists["final_list"]["ndcg_at_10"] - lists[gain["over"]]["ndcg_at_10"]
+    assert gain["mean"] == pytest.approx(difference, abs=1e-9) and gain["standard_error"] > 0
