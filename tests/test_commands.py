@@ -29,6 +29,19 @@ def test_every_command_is_installed_and_answers_help():
         assert out.startswith(f"usage: {name} "), out[:200]
 
 
+def test_python_m_still_runs_each_command():
+    modules = ("train", "jobs.batch_recommend", "jobs.nightly", "recsys_core.report")
+    running = {
+        module: subprocess.Popen(
+            [sys.executable, "-m", module, "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for module in modules
+    }
+    for module, process in running.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0 and out.startswith("usage: "), (module, err[-2000:])
+
+
 def test_the_nightly_summary_shows_each_items_title_beside_its_id(ml100k, ml100k_bundle, tmp_path, capsys):
     from jobs import nightly
     from recsys_core.serving import outputs

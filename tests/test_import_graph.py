@@ -31,6 +31,11 @@ def _library_imports(path: pathlib.Path) -> set[str]:
     return names
 
 
+def test_every_folder_of_modules_is_a_package_that_setup_py_ships():
+    folders = {path.parent for path in PACKAGE.rglob("*.py")}
+    assert not sorted(str(folder) for folder in folders if not (folder / "__init__.py").exists())
+
+
 def test_the_package_top_holds_few_modules():
     assert len(TOP_LEVEL) <= 10, TOP_LEVEL
 
