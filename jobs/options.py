@@ -218,31 +218,7 @@ def validate(options: RecommendOptions) -> JobSettings:
         if not value:
             raise ValueError(f"{flag} is required")
     run_date = canonical_date(args.run_date or datetime.date.today().isoformat())
-    for flag, share in (
-        ("--max-bad-share", args.max_bad_share),
-        ("--min-full-list-share", args.min_full_list_share),
-        ("--max-fallback-share", args.max_fallback_share),
-        ("--min-recall", args.min_recall),
-        ("--min-distinct-item-share", args.min_distinct_item_share),
-    ):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"{flag} must be within 0..1, got {share}")
-    sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
-    sizes += (("--lease-seconds", args.lease_seconds),)
-    sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
-    sizes += (("--scann-reorder", args.scann_reorder), ("--recall-sample-every", args.recall_sample_every))
-    sizes += tuple(
-        (f, v)
-        for f, v in (("--scann-leaves", args.scann_leaves), ("--scann-leaves-to-search", args.scann_leaves_to_search))
-        if v is not None
-    )
-    for flag, value in sizes:
-        if value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    if args.index == "scann" and not scann_available():
-        raise ValueError(f"--index scann needs ScaNN, which is not installed: {INSTALL_HINT}")
-    if args.final_k > args.top_k:
-        raise ValueError(f"--final-k {args.final_k} exceeds --top-k {args.top_k}: re-ranking keeps a subset")
+    _check_numbers(args)
     try:
         manifest = read_manifest(args.bundle)
     except BundleError as error:
@@ -311,6 +287,35 @@ def validate(options: RecommendOptions) -> JobSettings:
 def runs_locally(options: PipelineOptions) -> bool:
     """The default DirectRunner, whose engine (FnApiRunner) keeps every shuffled row in the launcher process."""
     return options.view_as(StandardOptions).runner in (None, "DirectRunner")
+
+
+def _check_numbers(args: RecommendOptions) -> None:
+    """Shares within 0..1, sizes at least 1, --final-k within --top-k, ScaNN installed where asked for."""
+    for flag, share in (
+        ("--max-bad-share", args.max_bad_share),
+        ("--min-full-list-share", args.min_full_list_share),
+        ("--max-fallback-share", args.max_fallback_share),
+        ("--min-recall", args.min_recall),
+        ("--min-distinct-item-share", args.min_distinct_item_share),
+    ):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{flag} must be within 0..1, got {share}")
+    sizes = (("--top-k", args.top_k), ("--final-k", args.final_k), ("--block-size", args.block_size))
+    sizes += (("--lease-seconds", args.lease_seconds),)
+    sizes += (("--max-seen-per-block", args.max_seen_per_block), ("--item-shard-size", args.item_shard_size or 1))
+    sizes += (("--scann-reorder", args.scann_reorder), ("--recall-sample-every", args.recall_sample_every))
+    sizes += tuple(
+        (f, v)
+        for f, v in (("--scann-leaves", args.scann_leaves), ("--scann-leaves-to-search", args.scann_leaves_to_search))
+        if v is not None
+    )
+    for flag, value in sizes:
+        if value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.index == "scann" and not scann_available():
+        raise ValueError(f"--index scann needs ScaNN, which is not installed: {INSTALL_HINT}")
+    if args.final_k > args.top_k:
+        raise ValueError(f"--final-k {args.final_k} exceeds --top-k {args.top_k}: re-ranking keeps a subset")
 
 
 def _reranking(

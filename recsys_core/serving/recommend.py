@@ -438,17 +438,7 @@ def recommend_block(
     lists = candidate_lists(scorer, block, index, settings, clock)
     candidates, retrieval_scores, ranking_scores = lists.candidates, lists.retrieval_scores, lists.ranking_scores
     fallback = ~lists.servable
-    valid = candidates >= 0
-    popularity = np.where(valid, index.popularity[candidates], 0.0)
-    scores = blend(
-        ranking_scores, retrieval_scores, valid, settings.blend_weight, popularity, settings.popularity_weight
-    )
-    list_scores = np.zeros((0, candidates.shape[1]), np.float32)
-    if settings.reranker == LIST_RANKER and lists.servable.any():
-        rows = np.flatnonzero(lists.servable)
-        list_scores = scorer.rank_lists(lists.features(index, block, rows))
-        scores[rows] = np.where(valid[rows], list_scores, NEG_INF)
-        clock.lap("rerank")
+    scores, list_scores = _final_scores(scorer, lists, block, index, settings, clock)
     order = rerank(candidates, scores, retrieval_scores, settings.final_k)
     chosen = np.take_along_axis(candidates, order, axis=1)
     rows, ranks = np.nonzero(chosen >= 0)
@@ -478,6 +468,36 @@ def recommend_block(
     }
     clock.lap("rows")
     return recommendations, embeddings, counts
+
+
+def _final_scores(
+    scorer: BundleScorer,
+    lists: CandidateLists,
+    block: UserBlock,
+    index: ItemIndex,
+    settings: RecommendSettings,
+    clock: _StageClock,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`[users, k]` the scores that order each user's candidates: the blend of predicted rating, retrieval score
+    and popularity prior (`scoring.blend`), or for the users it serves the list ranker's; and `[served, k]` the
+    list ranker's scores (none without it)."""
+    valid = lists.candidates >= 0
+    popularity = np.where(valid, index.popularity[lists.candidates], 0.0)
+    scores = blend(
+        lists.ranking_scores,
+        lists.retrieval_scores,
+        valid,
+        settings.blend_weight,
+        popularity,
+        settings.popularity_weight,
+    )
+    list_scores = np.zeros((0, lists.candidates.shape[1]), np.float32)
+    if settings.reranker == LIST_RANKER and lists.servable.any():
+        rows = np.flatnonzero(lists.servable)
+        list_scores = scorer.rank_lists(lists.features(index, block, rows))
+        scores[rows] = np.where(valid[rows], list_scores, NEG_INF)
+        clock.lap("rerank")
+    return scores, list_scores
 
 
 def _non_finite(

@@ -298,29 +298,7 @@ def fit_model(
         log.info("%s: trained by an interrupted run; its weights are restored", stage)
     elif resumable.epochs:
         log.info("%s: resuming after epoch %d, from an interrupted run's backup", stage, resumable.epochs)
-    callbacks = [
-        _StopOnNaN(),
-        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, bundle.TENSORBOARD, files)),
-        tf.keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, bundle.CHECKPOINTS, files, "epoch-{epoch:02d}"), save_weights_only=True
-        ),
-    ]
-    if os.environ.get(faults.VARIABLE, "").startswith("train:"):
-        callbacks.append(_KillMidEpoch(stage, steps_per_epoch(inputs.train.rows, batch)))
-    validation = {}
-    monitor = "val_rmse" if name in RATING_MODELS else "val_loss"
-    if inputs.validation is not None:
-        validation = dict(
-            validation_data=strategy.distribute_datasets_from_function(
-                lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
-            ),
-            validation_steps=steps_per_epoch(inputs.validation.rows, batch),
-        )
-        callbacks.append(
-            tf.keras.callbacks.EarlyStopping(
-                monitor=monitor, patience=config.training.early_stopping_patience, restore_best_weights=True
-            )
-        )
+    callbacks, validation, monitor = _callbacks(name, stage, files, config, strategy, inputs, run_dir)
     callbacks.append(resumable)  # last: its final checkpoint holds the weights early stopping kept
     steps = steps_per_epoch(inputs.train.rows, batch)
     started = time.perf_counter()
@@ -336,6 +314,54 @@ def fit_model(
         )
     seconds = resumable.seconds + time.perf_counter() - started
     history = resumable.history()
+    metrics = _fit_metrics(name, history, seconds, steps * batch, monitor)
+    if model.dtype_policy.name != "float32":
+        model = float32_copy(name, config, vocab, strategy, inputs, model)
+    return TrainedModel(model, history, metrics)
+
+
+def _callbacks(
+    name: str,
+    stage: str,
+    files: str,
+    config: ExperimentConfig,
+    strategy: tf.distribute.Strategy,
+    inputs: ModelInputs,
+    run_dir: str,
+) -> tuple[list[tf.keras.callbacks.Callback], dict, str]:
+    """The fit's callbacks (NaN stop, TensorBoard, per-epoch checkpoints, the crash-test hook and, with
+    validation inputs, early stopping), its validation arguments of `fit`, and the history key it monitors."""
+    batch = getattr(config, name).batch_size
+    callbacks = [
+        _StopOnNaN(),
+        tf.keras.callbacks.TensorBoard(log_dir=os.path.join(run_dir, bundle.TENSORBOARD, files)),
+        tf.keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, bundle.CHECKPOINTS, files, "epoch-{epoch:02d}"), save_weights_only=True
+        ),
+    ]
+    if os.environ.get(faults.VARIABLE, "").startswith("train:"):
+        callbacks.append(_KillMidEpoch(stage, steps_per_epoch(inputs.train.rows, batch)))
+    monitor = "val_rmse" if name in RATING_MODELS else "val_loss"
+    if inputs.validation is None:
+        return callbacks, {}, monitor
+    validation = dict(
+        validation_data=strategy.distribute_datasets_from_function(
+            lambda context: make_dataset(inputs.validation, inputs.histories, batch, None, context)
+        ),
+        validation_steps=steps_per_epoch(inputs.validation.rows, batch),
+    )
+    callbacks.append(
+        tf.keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=config.training.early_stopping_patience, restore_best_weights=True
+        )
+    )
+    return callbacks, validation, monitor
+
+
+def _fit_metrics(
+    name: str, history: dict[str, list[float]], seconds: float, examples_per_epoch: int, monitor: str
+) -> dict[str, float]:
+    """Training time, epochs, speed and the best epoch of a fit's `history`; `TrainingError` on a NaN loss."""
     if any(np.isnan(history["loss"])):
         raise TrainingError(
             f"the {name} model's training loss became NaN at epoch {len(history['loss'])}; nothing was exported. "
@@ -344,15 +370,13 @@ def fit_model(
         )
     epochs_run = len(history["loss"])
     metrics = {"train_seconds": seconds, "epochs_run": epochs_run}
-    metrics["train_examples_per_second"] = steps * batch * epochs_run / seconds
+    metrics["train_examples_per_second"] = examples_per_epoch * epochs_run / seconds
     if monitor in history:
         metrics["best_epoch"] = int(np.argmin(history[monitor])) + 1
         metrics[f"best_{monitor}"] = float(np.min(history[monitor]))
     else:
         metrics["best_epoch"] = epochs_run
-    if model.dtype_policy.name != "float32":
-        model = float32_copy(name, config, vocab, strategy, inputs, model)
-    return TrainedModel(model, history, metrics)
+    return metrics
 
 
 def float32_copy(
