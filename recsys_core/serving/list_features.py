@@ -74,7 +74,7 @@ class ItemFactors:
         """`[users, rank]` the sum of the source rows of each user's distinct items (rows of these factors)."""
         vectors = np.zeros((len(seen), self.sources.shape[1]), np.float32)
         for row, items in enumerate(seen):
-            if len(items):  # a sum per user: 20x faster than one np.add.reduceat over the block at rank 512
+            if len(items):  # a sum per user: np.add.reduceat over the whole block is far slower (docs/benchmarks.md)
                 vectors[row] = self.sources[np.unique(items)].sum(axis=0)
         return vectors
 
