@@ -31,9 +31,8 @@ from common import EpochTimer  # noqa: E402
 from recsys_core.config import experiment  # noqa: E402
 from recsys_core.data.grouplens import read_grouplens  # noqa: E402
 from recsys_core.data.pipeline import ModelInputs, make_dataset, steps_per_epoch  # noqa: E402
-from recsys_core.data.splits import random_split  # noqa: E402
+from recsys_core.data.prepared import in_memory  # noqa: E402
 from recsys_core.distribute import dtype_policy  # noqa: E402
-from recsys_core.features.vocabulary import fit_vocabulary  # noqa: E402
 from recsys_core.models.builders import build_model, build_optimizer  # noqa: E402
 from recsys_core.training.trainer import evaluate, float32_copy  # noqa: E402
 
@@ -69,10 +68,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     data = read_grouplens(args.data_path)
-    train, test = random_split(data, 0.2, 42)
-    vocab = fit_vocabulary(train)
-    length = experiment("ml100k").retrieval.history_length
-    inputs = ModelInputs.build(train, None, test, length, tempfile.mkdtemp(prefix="bench-precision-"))
+    config = experiment("ml100k")  # its seed-42 split; the refit's inputs: the whole training split
+    examples = tempfile.mkdtemp(prefix="bench-precision-")
+    phase = in_memory(data, config.data, config.retrieval.history_length, examples, seed=0).phase("train")
+    vocab, inputs = phase.vocabulary, phase.inputs
     result = {}
     for name in args.models.split(","):
         runs = {setting: [] for setting in SETTINGS}

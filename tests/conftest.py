@@ -45,18 +45,17 @@ def tiny_trained(tiny_data, tmp_path_factory):
     import tensorflow as tf
 
     from recsys_core.config import MODEL_NAMES, experiment
-    from recsys_core.data.pipeline import ModelInputs
+    from recsys_core.data.prepared import from_parts
     from recsys_core.data.splits import random_split
-    from recsys_core.features.vocabulary import fit_vocabulary
     from recsys_core.training.trainer import evaluate, fit_model
 
     config = experiment("smoke")
     config.training.verbose = 0
     train, test = random_split(tiny_data, 0.2, 42)
     fit, validation = random_split(train, 0.1, 42)
-    vocab = fit_vocabulary(fit)
     examples = str(tmp_path_factory.mktemp("examples"))
-    inputs = ModelInputs.build(fit, validation, test, config.retrieval.history_length, examples)
+    phase = from_parts(fit, validation, test, config.retrieval.history_length, examples).phase("fit")
+    vocab, inputs = phase.vocabulary, phase.inputs
     strategy = tf.distribute.get_strategy()
     run_dir = str(tmp_path_factory.mktemp("run"))
     trained = {}

@@ -4,7 +4,6 @@ input pipeline; the pieces that make them (`ExampleMaker`, `HistoryBuilder`) tak
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -13,7 +12,7 @@ import pyarrow.compute as pc
 import tensorflow as tf
 
 from recsys_core.data.example_files import ExampleFileWriter, example_dataset
-from recsys_core.data.tables import InteractionData, item_counts, joined, positions
+from recsys_core.data.tables import InteractionData, item_counts, positions
 from recsys_core.features.arrays import feature_arrays, item_inputs, string_bytes, user_inputs
 from recsys_core.features.history import history_matrix
 from recsys_core.schema import CANDIDATE_PROBABILITY, HISTORY, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
@@ -181,38 +180,6 @@ class ModelInputs:
     test_histories: np.ndarray
     items: pa.Table
     schema: FeatureSchema
-
-    @classmethod
-    def build(
-        cls,
-        train: InteractionData,
-        validation: InteractionData | None,
-        test: InteractionData,
-        length: int,
-        directory: str,
-        seed: int = 0,
-    ):
-        """Inputs for models fitted on `train` (early-stopped on `validation`), tested on `test`.
-
-        The training and validation examples are written to files under `directory` (any
-        `tf.io.gfile` location), a chunk of ratings at a time, rows shuffled with `seed`. Test
-        histories come from `train` plus `validation`: every interaction before the test split.
-        """
-        seen = train if validation is None else joined([train, validation])
-
-        def files(split: InteractionData, before: InteractionData, name: str) -> ExampleFiles:
-            chunks = example_chunks(split, before)
-            return ExampleFiles.write(chunks, split.ratings.num_rows, os.path.join(directory, name), seed)
-
-        return cls(
-            train=files(train, train, "train"),
-            validation=None if validation is None else files(validation, train, "validation"),
-            histories=user_histories(train, length),
-            test=files(test, seen, "test"),
-            test_histories=user_histories(seen, length),
-            items=train.items,
-            schema=train.schema,
-        )
 
     def test_batches(self, batch_size: int = 4096) -> tf.data.Dataset:
         """One pass over the test examples with their histories, `[batch_size]` feature dicts (the last

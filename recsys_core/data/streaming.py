@@ -30,8 +30,8 @@ import pyarrow as pa
 from recsys_core.config import DataConfig
 from recsys_core.data.example_files import ExampleFileWriter
 from recsys_core.data.parquet_source import ParquetTables
-from recsys_core.data.pipeline import ExampleFiles, ExampleMaker, HistoryBuilder, ModelInputs
-from recsys_core.data.prepared import PHASES, Phase, PreparedSplits
+from recsys_core.data.pipeline import ExampleFiles, ExampleMaker, HistoryBuilder
+from recsys_core.data.prepared import EXAMPLE_FILES, PHASES, Phase, PreparedSplits, assemble_phase
 from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, item_counts, joined, positions
 from recsys_core.features.vocabulary import VocabularyBuilder
 from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID
@@ -86,16 +86,8 @@ def prepare(
     def make_phase(name: str) -> Phase:
         if name not in files:
             raise ValueError("the train phase's example files were not written (refit=False)")
-        inputs = ModelInputs(
-            train=files[name],
-            validation=files["validation"] if name == "fit" else None,
-            histories=histories[name],
-            test=files["test"],
-            test_histories=histories["train"],
-            items=tables.items,
-            schema=tables.schema,
-        )
-        return Phase(stats[name].vocabulary.build(), inputs)
+        vocabulary = stats[name].vocabulary.build()
+        return assemble_phase(name, vocabulary, files, histories, tables.items, tables.schema)
 
     sample = None
     if user_ratings[~sampled].any():
@@ -122,13 +114,12 @@ def _write_examples(
 ) -> tuple[dict[str, ExampleFiles], dict[str, InteractionData]]:
     """Pass 2: the example files (`fit` and `validation` with the fitting part's frequencies; `train`, the
     refit's, and `test` with the whole training split's) and the protocol's tables of the `sampled` users."""
+    held = {"fit": (FIT,), "validation": (VALIDATION,), "test": (TEST,), "train": (FIT, VALIDATION)}
+    counts = {**rows, "train": rows["fit"] + rows["validation"]}
     plan = {  # files: (directory, phase whose frequencies it takes, splits it holds, rows)
-        "fit": ("fit/train", "fit", (FIT,), rows["fit"]),
-        "validation": ("fit/validation", "fit", (VALIDATION,), rows["validation"]),
-        "test": ("test", "train", (TEST,), rows["test"]),
+        name: (*EXAMPLE_FILES[name], held[name], counts[name])
+        for name in ("fit", "validation", "test", *(("train",) if refit else ()))
     }
-    if refit:
-        plan["train"] = ("refit/train", "train", (FIT, VALIDATION), rows["fit"] + rows["validation"])
     makers = {name: ExampleMaker(entities, stats[name].item_counts, stats[name].rows) for name in PHASES}
     sample_parts = {name: [RATINGS_SCHEMA.empty_table()] for name in SPLIT_NAMES}
     with contextlib.ExitStack() as stack:
