@@ -24,6 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from recsys_core.config import DataConfig
 from recsys_core.data import DataError, load_data
+from recsys_core.data.columns import is_hidden
 from recsys_core.schema import FeatureSchema
 from recsys_core.serving.validation import INTERACTIONS, ITEMS, USERS, Rules, check_rows
 
@@ -46,11 +47,6 @@ class RefusedFile:
     path: str
     rows: int
     reason: str
-
-
-def is_hidden(path: str) -> bool:
-    """A file Spark, Hive and Beam leave out of a table: its name starts with `_` or `.`."""
-    return path.rstrip("/").rsplit("/", 1)[-1].startswith(("_", "."))
 
 
 @dataclasses.dataclass(frozen=True)

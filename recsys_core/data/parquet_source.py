@@ -28,7 +28,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recsys_core.bundle import is_local
-from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, check_known, timestamps_as_seconds
+from recsys_core.data.columns import is_hidden, read_column
+from recsys_core.data.tables import RATINGS_SCHEMA, DataError, InteractionData, check_known
 from recsys_core.schema import ITEM_ID, RATING, TIMESTAMP, USER_ID, Feature, FeatureSchema
 
 BATCH_ROWS = 65_536  # interactions per batch when they are streamed
@@ -159,9 +160,7 @@ def _files(filesystem: pafs.FileSystem, root: str, name: str, required: bool) ->
             return [path]
         if info.type == pafs.FileType.Directory:
             found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
-            paths = sorted(
-                f.path for f in found if f.type == pafs.FileType.File and not f.base_name.startswith(("_", "."))
-            )
+            paths = sorted(f.path for f in found if f.type == pafs.FileType.File and not is_hidden(f.path))
             if paths:
                 return paths
             raise DataError(f"{path}/ holds no Parquet files; write the {name} table there")
@@ -212,31 +211,27 @@ def _feature_table(
 def _column(
     table: pa.Table, label: str, feature: Feature | _Key, schema: FeatureSchema, first_row: int = 0
 ) -> pa.Array:
-    """The column of `feature`, cast to its declared type, nulls filled with its default (`first_row`: the
-    table's first row in its file set, for messages)."""
-    kind = feature.arrow_type()
-    if feature.name not in table.column_names:
-        if feature.default is None:
-            raise DataError(
-                f"{label} table has no column {feature.name!r}, which {schema.describe()} declares; "
-                f"add it, give the feature a default, or remove it from the schema (columns: {table.column_names})"
-            )
-        return pa.array([feature.default] * table.num_rows, type=kind)
-    column = table[feature.name].combine_chunks()
-    column = timestamps_as_seconds(column)
-    try:
-        column = column.cast(kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+    """The column of `feature` (`columns.read_column`), nulls filled with its default; a value that does not
+    convert, or a null where there is no default, is refused (`first_row`: the table's first row in its file
+    set, for messages)."""
+    kind, default = feature.arrow_type(), feature.default
+    read = read_column(table, feature.name, kind, default is None, f"{label} table", schema.describe())
+    failure = read.first_failure(table, feature.name)
+    if failure is not None:
+        row, value = failure
         raise DataError(
-            f"{label}.{feature.name} is {column.type}, which cannot be read as the {kind} that "
-            f"{schema.describe()} declares: {error}"
-        ) from error
+            f"{label}.{feature.name} in row {first_row + row} is {value!r}, which cannot be read as the {kind} "
+            f"that {schema.describe()} declares; fix the value, or drop the row"
+        )
+    column = read.values
+    if feature.name not in table.column_names:
+        return pc.fill_null(column, pa.scalar(default, kind))
     if column.null_count:
-        if feature.default is None:
+        if default is None:
             row = first_row + pc.index(pc.is_null(column), True).as_py()
             raise DataError(
                 f"{label}.{feature.name} is null in row {row} ({column.null_count} rows); fill it, or give the "
                 f"feature a default in {schema.describe()}"
             )
-        column = pc.fill_null(column, pa.scalar(feature.default, kind))
+        column = pc.fill_null(column, pa.scalar(default, kind))
     return column

@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_core.data.tables import one_array, timestamps_as_seconds
+from recsys_core.data.columns import decoded, read_column
+from recsys_core.data.tables import one_array
 from recsys_core.schema import INTERACTIONS_SCHEMA, ITEM_ID, RATING, TIMESTAMP, USER_ID, FeatureSchema
 
 INTERACTIONS, USERS, ITEMS = "interactions", "users", "items"
 SHOWN_CHARACTERS = 200  # a dead letter's value is cut to this many characters
-_CONVERT_SLICE = 4096  # rows cast at once when a column holds values that do not convert
 DEAD_LETTER_SCHEMA = pa.schema(
     [
         ("table", pa.string()),
@@ -134,61 +134,17 @@ def check_rows(rows: pa.Table, table: str, rules: Rules, source: str) -> tuple[p
 def _column(
     rows: pa.Table, table: str, field: pa.Field, rules: Rules, source: str
 ) -> tuple[pa.Array, object, pa.Array | None]:
-    """The column cast to its declared type, the default that fills its nulls (None: required), and `[rows]`
-    bool marking the values that do not convert (null in the column; None: all converted).
+    """The column cast to its declared type (`columns.read_column`), the default that fills its nulls (None:
+    required), and `[rows]` bool marking the values that do not convert (None: all converted).
 
     Raises:
-        ValueError: the column is missing, or its type can never be read as the declared one (a list for a
+        DataError: the column is missing, or its type can never be read as the declared one (a list for a
             number): the file is wrong as a whole, not a row.
     """
     default = _default(field.name, table, rules)
-    if field.name not in rows.column_names:
-        if default is None:
-            raise ValueError(
-                f"{table} file {source} has no column {field.name!r}, which {rules.schema.describe()} declares"
-            )
-        return pa.nulls(rows.num_rows, field.type), default, None
-    column = rows[field.name].combine_chunks() if isinstance(rows[field.name], pa.ChunkedArray) else rows[field.name]
-    column = timestamps_as_seconds(column)
-    if field.name == TIMESTAMP and pa.types.is_floating(column.type):
-        column = pc.floor(column)  # fractions of a second: harmless, dropped
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        column = pa.array([_decoded(v) for v in column.to_pylist()], pa.string())
-    try:
-        return column.cast(field.type), default, None
-    except pa.ArrowNotImplementedError as error:
-        raise ValueError(
-            f"{table}.{field.name} in {source} is {column.type}, which cannot be read as the {field.type} that "
-            f"{rules.schema.describe()} declares: {error}"
-        ) from error
-    except pa.ArrowInvalid:  # some values do not convert ("four" for a number): each is a dead letter
-        converted, failed = _convert_each(column, field.type)
-        return converted, default, failed
-
-
-def _convert_each(column: pa.Array, kind: pa.DataType) -> tuple[pa.Array, pa.Array]:
-    """`column` (at least one row) cast to `kind` value by value where a whole cast failed: the cast column (null
-    where a value does not convert) and `[rows]` bool marking those values. Slices that cast whole are cast at
-    once."""
-    parts, failed = [], []
-    for start in range(0, len(column), _CONVERT_SLICE):
-        part = column.slice(start, _CONVERT_SLICE)
-        try:
-            parts.append(part.cast(kind))
-            failed.append(np.zeros(len(part), bool))
-            continue
-        except pa.ArrowInvalid:
-            pass
-        values, bad = [], np.zeros(len(part), bool)
-        for row, value in enumerate(part):
-            try:
-                values.append(pa.array([value.as_py()], part.type).cast(kind)[0].as_py())
-            except (pa.ArrowInvalid, OverflowError):
-                values.append(None)
-                bad[row] = True
-        parts.append(pa.array(values, kind))
-        failed.append(bad)
-    return pa.concat_arrays(parts), pa.array(np.concatenate(failed))
+    where = f"{table} file {source}"
+    read = read_column(rows, field.name, field.type, default is None, where, rules.schema.describe())
+    return read.values, default, read.failed
 
 
 def _raw(column: pa.Array) -> pa.Array:
@@ -196,25 +152,17 @@ def _raw(column: pa.Array) -> pa.Array:
     return column.view(pa.binary()) if pa.types.is_string(column.type) else column
 
 
-def _decoded(value: bytes | None) -> str | None:
-    """Text of valid UTF-8 bytes; None (flagged `not_utf8` by `_invalid_utf8`) otherwise."""
-    try:
-        return None if value is None else value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 def _invalid_utf8(column) -> np.ndarray:
     """`[rows]` bool: values that are bytes but not UTF-8 (binary columns, or string data that fails validation)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        return np.array([v is not None and _decoded(v) is None for v in column.to_pylist()], bool)
+        return np.array([v is not None and decoded(v) is None for v in column.to_pylist()], bool)
     try:
         column.validate(full=True)
         return np.zeros(len(column), bool)
     except pa.ArrowInvalid:
         raw = column.view(pa.binary()) if pa.types.is_string(column.type) else column
-        return np.array([v is not None and _decoded(v) is None for v in raw.to_pylist()], bool)
+        return np.array([v is not None and decoded(v) is None for v in raw.to_pylist()], bool)
 
 
 def _default(name: str, table: str, rules: Rules):

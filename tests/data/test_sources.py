@@ -77,7 +77,7 @@ def test_a_column_the_schema_declares_but_the_table_lacks_is_refused_naming_both
 def test_a_column_of_the_wrong_type_or_with_nulls_is_refused(tmp_path):
     items = pa.table({"item_id": ["x", "y"], "category": ["a", "b"], "price": ["cheap", "dear"], "tags": [[], []]})
     schema_path = _write_shop_tables(tmp_path, items=items)
-    with pytest.raises(DataError, match=r"items\.price is string.*float.*my-shop\.json"):
+    with pytest.raises(DataError, match=r"items\.price in row 0 is 'cheap'.*float.*my-shop\.json"):
         read_parquet_tables(str(tmp_path), load_schema(schema_path))
     pq.write_table(
         pa.table({"item_id": ["x", "y"], "category": ["a", None], "price": [1.0, 2.0]}), tmp_path / "items.parquet"
