@@ -154,7 +154,7 @@ def measure(name: str, repeats: int, bundle: str | None, reranker: str) -> dict:
             ]
             for mode in JOB_MODES
         }
-        dim = BundleScorer(bundle).manifest["signatures"]["query_embedding"]["outputs"]["embedding"]["shape"][-1]
+        dim = BundleScorer(bundle).manifest.signatures["query_embedding"].outputs["embedding"]["shape"][-1]
     users, items = data.users.num_rows, data.items.num_rows
     top_k_gflops = 2 * users * items * dim / stages["top_k"] / 1e9
     kernel = users / statistics.median(run["total"] for run in kernels)

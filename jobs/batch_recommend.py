@@ -53,7 +53,6 @@ from jobs.transforms import (
     SimilarItems,
     WriteTable,
 )
-from recsys_core.bundle import bundle_schema
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
 from recsys_core.fingerprint import json_sha256
@@ -67,7 +66,7 @@ log = logging.getLogger("batch_recommend")
 
 def rules_for(settings: JobSettings) -> Rules:
     """The bundle's schema, and the end of the run date as the latest plausible interaction."""
-    return Rules(bundle_schema(settings.manifest), settings.recommend.timestamp + 86_400)
+    return Rules(settings.manifest.schema, settings.recommend.timestamp + 86_400)
 
 
 def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobInputs, run_id: str, version: str):
@@ -76,7 +75,7 @@ def build_pipeline(pipeline: beam.Pipeline, settings: JobSettings, inputs: JobIn
     Every table's files go to its version directory (`publish.version_directory`);
     their list, `{table, path, rows, sha256}` per file, to `files_list(...)`.
     """
-    model_version = settings.manifest["bundle_version"]
+    model_version = settings.manifest.bundle_version
     rules = rules_for(settings)
     recommend = dataclasses.replace(settings.recommend, run_id=run_id)
     written = []
@@ -159,7 +158,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         "record": f"{settings.run_date}.{_now().replace(':', '')}.{attempt}",
         "run_date": settings.run_date,
         "started_at": _now(),
-        "bundle": {"path": settings.bundle, "version": settings.manifest["bundle_version"]},
+        "bundle": {"path": settings.bundle, "version": settings.manifest.bundle_version},
     }
 
     def save(**changes) -> None:
@@ -193,7 +192,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             files = _read_files_list(settings, version)
             record["list_overlap"] = _list_overlap(settings.output, files)
             changes.warn_on_changes(publish.succeeded_records(settings.output), record)
-            refused = gate.failures(settings.gate, counters, settings.manifest.get("metrics", {}))
+            refused = gate.failures(settings.gate, counters, settings.manifest.metrics)
             if refused:
                 raise gate.GateError("the publish gate refused this run: " + "; ".join(refused))
             manifest = _manifest(settings, inputs, run_id, counters, record["input_rows"], files)
@@ -218,7 +217,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
 def run_identity(settings: JobSettings, inputs: JobInputs) -> str:
     """`<date>-<hash>` of what determines the rows: the bundle, the inputs' fingerprints, the parameters."""
     identity = {
-        "bundle": settings.manifest["bundle_version"],
+        "bundle": settings.manifest.bundle_version,
         "bundle_path": settings.bundle,
         "inputs": inputs.fingerprints,
         "parameters": _output_parameters(settings),
@@ -243,7 +242,7 @@ def _output_parameters(settings: JobSettings) -> dict:
         "max_seen_per_block": settings.max_seen_per_block,
         "max_bad_share": settings.max_bad_share,
         "run_date_timestamp": recommend.timestamp,
-        "query_policy": settings.manifest.get("query_policy"),
+        "query_policy": dataclasses.asdict(settings.manifest.query_policy),
         "index": recommend.index,
         **(
             {"scann": dataclasses.asdict(recommend.scann), "recall_sample_every": recommend.recall_sample_every}
@@ -275,7 +274,7 @@ def _manifest(settings, inputs, run_id, counters, input_rows, files) -> dict:
         "input_rows": input_rows,
         "user_count": gate.users_served(counters),
         "item_count": counters.get(rows_written(outputs.ITEM_EMBEDDINGS), 0),
-        "model": {"bundle": settings.bundle, "bundle_version": settings.manifest["bundle_version"]},
+        "model": {"bundle": settings.bundle, "bundle_version": settings.manifest.bundle_version},
         "data_lineage": inputs.lineage,
         "input_fingerprints": inputs.fingerprints,
         "parameters": _output_parameters(settings),

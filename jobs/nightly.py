@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 from jobs import batch_recommend
 from jobs.options import RecommendOptions, validate
 from jobs.sources import locate_inputs
-from recsys_core.bundle import bundle_schema
 from recsys_core.config import EXPERIMENTS, experiment
 from recsys_core.console import configure_logging
 from recsys_core.data import DataError
@@ -63,7 +62,7 @@ def _item_texts(flags: list[str]) -> pa.Table | None:
     """`item_id` and the schema's first item text feature (a title), from the items the job read; None
     where the schema has none."""
     settings = validate(RecommendOptions(flags))
-    texts = [f.name for f in bundle_schema(settings.manifest).of("item") if f.kind == "text"]
+    texts = [f.name for f in settings.manifest.schema.of("item") if f.kind == "text"]
     inputs = locate_inputs(settings.data, batch_recommend.rules_for(settings))
     if not texts or not inputs.has(ITEMS):
         return None

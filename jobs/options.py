@@ -17,6 +17,7 @@ from recsys_core.bundle import BundleError, is_local, read_manifest
 from recsys_core.config import DATA_SOURCES, DataConfig, TrainingConfig
 from recsys_core.data.activity import ALL_TIME
 from recsys_core.lease import DEFAULT_SECONDS as DEFAULT_LEASE_SECONDS
+from recsys_core.manifest import BundleManifest
 from recsys_core.registry import RATING_MODELS
 from recsys_core.serving.ann import INSTALL_HINT, ScannConfig, scann_available
 from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER, NO_RERANKER
@@ -178,7 +179,7 @@ class JobSettings:
     """Checked options: everything the pipeline needs, nothing it must re-validate."""
 
     bundle: str
-    manifest: dict
+    manifest: BundleManifest
     output: str
     scratch: str  # where raw rows wait for their bucket: under the temp location, never under `output`
     run_date: str
@@ -224,14 +225,14 @@ def validate(options: RecommendOptions) -> JobSettings:
     except BundleError as error:
         raise ValueError(str(error)) from None
     for needed in ("query_embedding", "candidate_embedding"):
-        if needed not in manifest["signatures"]:
-            raise ValueError(f"bundle {manifest['path']} has no {needed} signature: train it with the retrieval model")
+        if needed not in manifest.signatures:
+            raise ValueError(f"bundle {manifest.path} has no {needed} signature: train it with the retrieval model")
     reranker, blend_weight, popularity_weight = _reranking(
         manifest, args.reranker, args.blend_weight, args.popularity_weight
     )
     window = args.popularity_window_days
     if window is None:
-        window = manifest.get("reranking", {}).get("popularity_window_days", ALL_TIME)
+        window = manifest.reranking.popularity_window_days if manifest.reranking else ALL_TIME
     if window < 0:
         raise ValueError(f"--popularity-window-days must be at least 0 (0: all time), got {window}")
     data = dataclasses.replace(
@@ -244,7 +245,7 @@ def validate(options: RecommendOptions) -> JobSettings:
     )
     _check_writable(args.output)
     return JobSettings(
-        bundle=manifest["path"],
+        bundle=manifest.path,
         manifest=manifest,
         output=args.output,
         scratch=publish.scratch_root(
@@ -319,28 +320,29 @@ def _check_numbers(args: RecommendOptions) -> None:
 
 
 def _reranking(
-    manifest: dict, reranker: str, blend_weight: float | None, popularity_weight: float | None
+    manifest: BundleManifest, reranker: str, blend_weight: float | None, popularity_weight: float | None
 ) -> tuple[str, float, float]:
     """The re-ranker and the weights of the final order: as asked, else as chosen on validation at training."""
-    chosen = manifest.get("reranking", {})
+    chosen = manifest.reranking
     if reranker == "auto":
-        reranker = chosen.get("reranker", NO_RERANKER)
-    rerankers = [name for name in (*RATING_MODELS, LIST_RANKER) if name in manifest["signatures"]]
+        reranker = chosen.reranker if chosen else NO_RERANKER
+    rerankers = [name for name in (*RATING_MODELS, LIST_RANKER) if name in manifest.signatures]
     if reranker != NO_RERANKER and reranker not in rerankers:
         raise ValueError(
-            f"--reranker {reranker!r} is not in bundle {manifest['path']}; it has: {['auto', *rerankers, NO_RERANKER]}"
+            f"--reranker {reranker!r} is not in bundle {manifest.path}; it has: {['auto', *rerankers, NO_RERANKER]}"
         )
-    features = chosen.get("list_ranker", {}).get("features")
+    features = list(chosen.list_ranker_features) if chosen else []
     if reranker == LIST_RANKER and features != list(LIST_FEATURES):
         raise ValueError(
-            f"bundle {manifest['path']}: its list ranker reads the features {features}, this version computes "
+            f"bundle {manifest.path}: its list ranker reads the features {features}, this version computes "
             f"{list(LIST_FEATURES)}; retrain it with this version (python train.py), or leave the list ranker out "
             "with --reranker ranking (or none)"
         )
     if blend_weight is None:
-        blend_weight = chosen.get("blend_weights", {}).get(reranker, 1.0 if reranker != NO_RERANKER else 0.0)
+        recorded = chosen.blend_weights if chosen else {}
+        blend_weight = recorded.get(reranker, 1.0 if reranker != NO_RERANKER else 0.0)
     if popularity_weight is None:
-        popularity_weight = chosen.get("popularity_weights", {}).get(reranker, 0.0)
+        popularity_weight = (chosen.popularity_weights if chosen else {}).get(reranker, 0.0)
     if not 0.0 <= blend_weight <= 1.0:
         raise ValueError(f"--blend-weight must be within 0..1, got {blend_weight}")
     if popularity_weight < 0:
@@ -348,11 +350,11 @@ def _reranking(
     return reranker, float(blend_weight), float(popularity_weight)
 
 
-def _training_data(manifest: dict) -> DataConfig:
+def _training_data(manifest: BundleManifest) -> DataConfig:
     """The data the bundle was trained on (path made absolute at training time): the job's default input."""
     fields = {f.name for f in dataclasses.fields(DataConfig)}
-    data = DataConfig(**{k: v for k, v in manifest["config"]["data"].items() if k in fields})
-    return dataclasses.replace(data, path=manifest["data_lineage"].get("path", data.path))
+    data = DataConfig(**{k: v for k, v in manifest.config["data"].items() if k in fields})
+    return dataclasses.replace(data, path=manifest.data_lineage.get("path", data.path))
 
 
 def _check_writable(output: str) -> None:

@@ -29,13 +29,13 @@ import os
 import tensorflow as tf
 
 from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
+from recsys_core.manifest import FEATURE_SCHEMA, BundleManifest, ManifestError
 from recsys_core.schema import FeatureSchema
 
 FORMAT_VERSION = 2  # 2: schema-driven inputs, `item_id` naming
 MANIFEST = "manifest.json"
 SAVED_MODEL = "saved_model"
 LATEST = "LATEST"
-FEATURE_SCHEMA = "feature_schema.json"
 METRICS = "metrics.json"
 CONFIG = "config.json"
 VOCABULARY = "vocabulary.json"
@@ -126,7 +126,15 @@ def remove(directory: str) -> None:
 
 def save(directory: str, module: tf.Module, signatures: dict, schema: FeatureSchema, manifest: dict) -> None:
     """Writes the SavedModel, the feature schema, the config, the metrics and the manifest (with signature
-    specs and library versions) into `directory`."""
+    specs and library versions) into `directory`.
+
+    Args:
+        manifest: the training run's fields of `BundleManifest` (version, models, config, data lineage, query
+            policy, index_k; reranking, list ranker and metrics where known).
+
+    Raises:
+        ManifestError: the manifest would not parse as a `BundleManifest` (nothing is written).
+    """
     # Saving logs a warning per Keras model about `get_config` and long notes on renamed
     # captures; neither says anything about the bundle, so they are kept off the console.
     loggers = [tf.get_logger(), logging.getLogger("absl")]
@@ -146,6 +154,7 @@ def save(directory: str, module: tf.Module, signatures: dict, schema: FeatureSch
         "signatures": {name: _describe(fn) for name, fn in signatures.items()},
         "library_versions": {lib: _version(lib) for lib in _LIBRARIES},
     }
+    BundleManifest.parse(manifest, directory)
     write_json(os.path.join(directory, METRICS), manifest.get("metrics", {}))
     write_json(os.path.join(directory, CONFIG), manifest.get("config", {}))
     write_json(os.path.join(directory, FEATURE_SCHEMA), schema.to_dict())
@@ -156,6 +165,7 @@ def update_manifest(directory: str, changes: dict) -> None:
     """Merges `changes` into the manifest of a bundle being assembled; its metrics also go to `metrics.json`."""
     path = os.path.join(directory, MANIFEST)
     manifest = {**json.loads(read_text(path)), **changes}
+    BundleManifest.parse(manifest, directory)
     write_json(os.path.join(directory, METRICS), manifest.get("metrics", {}))
     write_json(path, manifest)
 
@@ -222,33 +232,30 @@ def resolve_bundle(path: str) -> str:
     return path
 
 
-def read_manifest(path: str) -> dict:
+def read_manifest(path: str) -> BundleManifest:
     """Reads and checks a bundle's manifest; raises `BundleError` naming what is wrong."""
     bundle = resolve_bundle(path)
     manifest_path = os.path.join(bundle, MANIFEST)
     if not tf.io.gfile.exists(manifest_path):
         raise BundleError(f"{bundle} is not a complete model bundle: {MANIFEST} is missing; retrain or pick another")
     try:
-        manifest = json.loads(read_text(manifest_path))
+        record = json.loads(read_text(manifest_path))
     except json.JSONDecodeError as error:
         raise BundleError(f"{manifest_path} is not valid JSON ({error}); the bundle is damaged") from error
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if record.get("format_version") != FORMAT_VERSION:
         raise BundleError(
-            f"{manifest_path} has bundle format {manifest.get('format_version')!r}; this code reads format "
+            f"{manifest_path} has bundle format {record.get('format_version')!r}; this code reads format "
             f"{FORMAT_VERSION}. Retrain with this version or use a matching release"
         )
     if not tf.io.gfile.exists(os.path.join(bundle, SAVED_MODEL, "saved_model.pb")):
         raise BundleError(f"{bundle}/{SAVED_MODEL}/saved_model.pb is missing; the bundle is incomplete")
-    manifest["path"] = bundle
-    return manifest
+    try:
+        return BundleManifest.parse(record, bundle)
+    except ManifestError as error:
+        raise BundleError(str(error)) from error
 
 
-def bundle_schema(manifest: dict) -> FeatureSchema:
-    """The feature schema a bundle's models were built from, named by its file in messages."""
-    return FeatureSchema.from_dict(manifest["feature_schema"], source=os.path.join(manifest["path"], FEATURE_SCHEMA))
-
-
-def load_bundle(path: str):
+def load_bundle(path: str) -> tuple[BundleManifest, tf.Module]:
     """`(manifest, loaded SavedModel)` of a checked bundle."""
     manifest = read_manifest(path)
-    return manifest, tf.saved_model.load(os.path.join(manifest["path"], SAVED_MODEL))
+    return manifest, tf.saved_model.load(os.path.join(manifest.path, SAVED_MODEL))

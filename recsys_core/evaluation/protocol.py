@@ -95,7 +95,7 @@ def select(
     """
     scorer = BundleScorer(bundle)
     base = _settings(config, fit)
-    rerankers = [name for name in RATING_MODELS if name in scorer.manifest["signatures"]]
+    rerankers = [name for name in RATING_MODELS if name in scorer.manifest.signatures]
     held_out = offline.HeldOut.build(fit, validation)
     window_scores = {
         window: float(np.nanmean(_per_user_score(offline.popular_lists(held_out, SELECTION_K, window), held_out)))
@@ -286,7 +286,7 @@ def lists_on_test(
         )
         for name in selection["blend_weights"]
     }
-    if LIST_RANKER in scorer.manifest["signatures"]:
+    if LIST_RANKER in scorer.manifest.signatures:
         lists[f"final_{LIST_RANKER}"] = job_lists(dataclasses.replace(base, reranker=LIST_RANKER))
     lists["final"] = lists[f"final_{selection['reranker']}"]
     lists["retrieval"] = job_lists(dataclasses.replace(base, final_k=config.training.top_k))

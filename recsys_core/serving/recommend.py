@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from recsys_core.bundle import ITEM_FACTORS, VOCABULARY, bundle_schema, load_bundle, read_bytes, read_text
+from recsys_core.bundle import ITEM_FACTORS, VOCABULARY, load_bundle, read_bytes, read_text
 from recsys_core.data.activity import ItemActivity
 from recsys_core.data.tables import group_by_user
 from recsys_core.features.arrays import feature_arrays, item_inputs, query_arrays, string_bytes
@@ -56,19 +56,19 @@ class BundleScorer:
 
     def __init__(self, bundle: str) -> None:
         self.manifest, self._model = load_bundle(bundle)
-        self.schema = bundle_schema(self.manifest)
-        vocabulary = json.loads(read_text(os.path.join(self.manifest["path"], VOCABULARY)))
+        self.schema = self.manifest.schema
+        vocabulary = json.loads(read_text(os.path.join(self.manifest.path, VOCABULARY)))
         self._user_ids = frozenset(vocabulary["user_ids"])  # one hash set, not one per block
-        self.version = self.manifest["bundle_version"]
-        self.history_length = int(self.manifest.get("query_policy", {}).get("history_length", 1))
+        self.version = self.manifest.bundle_version
+        self.history_length = self.manifest.query_policy.history_length
         # Re-rankers rated from per-user and per-item states (older bundles have none: rated pair by pair).
-        self.pair_states = {name for name in self.manifest["signatures"] if name.endswith("_candidates")}
-        recorded = self.manifest.get("list_ranker", {})
-        factors = os.path.join(self.manifest["path"], ITEM_FACTORS)
+        self.pair_states = {name for name in self.manifest.signatures if name.endswith("_candidates")}
+        recorded = self.manifest.list_ranker
+        factors = os.path.join(self.manifest.path, ITEM_FACTORS)
         self.list_inputs = ListRankerInputs(
-            recorded.get("rating_model"),
+            recorded.rating_model if recorded else None,
             ItemFactors.from_bytes(read_bytes(factors)) if tf.io.gfile.exists(factors) else None,
-            int(recorded.get("extra_candidates", 0)),
+            recorded.extra_candidates if recorded else 0,
         )
         self._list_ranker: Callable[[np.ndarray], np.ndarray] | None = None
 
@@ -94,7 +94,7 @@ class BundleScorer:
 
     def _call(self, signature: str, arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
         function = self._model.signatures[signature]
-        names = self.manifest["signatures"][signature]["inputs"]
+        names = self.manifest.signatures[signature].inputs
         num_rows = len(next(iter(arrays.values())))
         parts = [
             function(**{name: tf.constant(arrays[name][start : start + _BATCH]) for name in names})[output]
@@ -139,7 +139,7 @@ class BundleScorer:
                 ratings[start:stop] = np.where(candidates[start:stop] >= 0, part, np.nan)
             return ratings
         rows, columns = np.nonzero(candidates >= 0)
-        needed = self.manifest["signatures"][reranker]["inputs"]
+        needed = self.manifest.signatures[reranker].inputs
         pair_users = {name: queries[name][users[rows]] for name in needed if name in queries}
         items = self.item_arrays(index.items.take(pa.array(candidates[rows, columns])))
         ratings[rows, columns] = self._call(reranker, {**pair_users, **items}, "rating")

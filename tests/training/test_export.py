@@ -20,7 +20,15 @@ def saved(tiny_trained, tmp_path_factory):
     item_ids = model_inputs.items["item_id"].to_numpy(zero_copy_only=False).astype(object)
     module, signatures = export.build_signatures(models, schema, item_embeddings, item_ids, k=10)
     directory = str(tmp_path_factory.mktemp("bundle"))
-    bundle.save(directory, module, signatures, schema, {"bundle_version": "test", "models": list(models)})
+    record = {
+        "bundle_version": "test",
+        "models": list(models),
+        "config": config.to_dict(),
+        "data_lineage": {"source": "synthetic"},
+        "query_policy": {"history_length": config.retrieval.history_length, "query_time": "last_interaction"},
+        "index_k": 10,
+    }
+    bundle.save(directory, module, signatures, schema, record)
     manifest, loaded = bundle.load_bundle(directory)
     inputs = next(iter(model_inputs.test_batches(50)))
     return models, manifest, loaded, inputs, item_embeddings, item_ids, directory
@@ -28,7 +36,7 @@ def saved(tiny_trained, tmp_path_factory):
 
 def _call(loaded, manifest, name, inputs):
     """Calls a signature with exactly the inputs its manifest entry lists."""
-    return loaded.signatures[name](**{k: inputs[k] for k in manifest["signatures"][name]["inputs"]})
+    return loaded.signatures[name](**{k: inputs[k] for k in manifest.signatures[name].inputs})
 
 
 def test_embedding_signatures_reload_with_identical_outputs(saved):
@@ -58,8 +66,10 @@ def test_retrieve_signature_is_brute_force_top_k(saved):
 
 def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
     _, manifest, *_ = saved
-    assert manifest["format_version"] == bundle.FORMAT_VERSION
-    assert set(manifest["signatures"]) == {
+    assert manifest.format_version == bundle.FORMAT_VERSION and manifest.bundle_version == "test"
+    assert manifest.query_policy.history_length == tiny_trained[0].retrieval.history_length
+    assert manifest.reranking is None and manifest.list_ranker is None  # no lists were chosen for this bundle
+    assert set(manifest.signatures) == {
         "query_embedding",
         "candidate_embedding",
         "retrieve",
@@ -71,20 +81,20 @@ def test_manifest_describes_signatures_and_versions(saved, tiny_trained):
         *(f"{name}_{part}" for name in ("ranking", "multitask") for part in ("user_state", "item_state", "candidates")),
     }
     for name in ("ranking", "multitask"):
-        user, item = (set(manifest["signatures"][f"{name}_{part}"]["inputs"]) for part in ("user_state", "item_state"))
-        assert not user & item and user | item == set(manifest["signatures"][name]["inputs"])
+        user, item = (set(manifest.signatures[f"{name}_{part}"].inputs) for part in ("user_state", "item_state"))
+        assert not user & item and user | item == set(manifest.signatures[name].inputs)
         assert "item_id" in item and "user_id" in user
-    ranking, dlrm = (manifest["signatures"][name]["inputs"] for name in ("ranking", "dlrm"))
+    ranking, dlrm = (manifest.signatures[name].inputs for name in ("ranking", "dlrm"))
     assert ranking["movie_genres"] == {"dtype": "string", "shape": [None, None]}
     # Each signature takes what its model reads: the schema feeds titles to the towers and the ranker only.
     assert "movie_title" in ranking and "movie_title" not in dlrm and "user_history" not in dlrm
     # The bundle carries the schema its models were built from, in the manifest and in its own file.
-    schema = bundle.bundle_schema(manifest)
+    schema = manifest.schema
     assert schema.to_dict() == tiny_trained[2].schema.to_dict()
     assert schema.source.endswith(bundle.FEATURE_SCHEMA)
     with open(schema.source) as handle:
         assert json.load(handle) == schema.to_dict()
-    assert manifest["library_versions"]["tensorflow"].startswith("2.20")
+    assert manifest.record["library_versions"]["tensorflow"].startswith("2.20")
 
 
 def test_missing_and_incomplete_bundles_are_rejected(saved, tmp_path):
@@ -104,3 +114,16 @@ def test_missing_and_incomplete_bundles_are_rejected(saved, tmp_path):
     (tmp_path / "partial" / bundle.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(bundle.BundleError, match="saved_model.pb is missing"):
         bundle.read_manifest(str(tmp_path / "partial"))
+    damaged = {key: value for key, value in manifest.items() if key != "query_policy"}
+    (tmp_path / "damaged" / bundle.SAVED_MODEL).mkdir(parents=True)
+    (tmp_path / "damaged" / bundle.SAVED_MODEL / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "damaged" / bundle.MANIFEST).write_text(json.dumps(damaged))
+    with pytest.raises(bundle.BundleError, match=r"damaged.*manifest\.json.*'query_policy'.*damaged"):
+        bundle.read_manifest(str(tmp_path / "damaged"))
+
+
+def test_a_manifest_that_would_not_parse_is_never_written(saved, tmp_path):
+    models, manifest, loaded, *_ = saved
+    with pytest.raises(bundle.ManifestError, match="'index_k'"):
+        bundle.update_manifest(saved[-1], {"index_k": None})
+    assert bundle.read_manifest(saved[-1]).index_k == 10
