@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
-import logging
 import os
 
 import tensorflow as tf
@@ -135,17 +134,7 @@ def save(directory: str, module: tf.Module, signatures: dict, schema: FeatureSch
     Raises:
         ManifestError: the manifest would not parse as a `BundleManifest` (nothing is written).
     """
-    # Saving logs a warning per Keras model about `get_config` and long notes on renamed
-    # captures; neither says anything about the bundle, so they are kept off the console.
-    loggers = [tf.get_logger(), logging.getLogger("absl")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

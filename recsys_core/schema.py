@@ -81,6 +81,15 @@ class Feature:
     default: object = None
     valid_range: tuple[float, float] | None = None
 
+    def to_dict(self) -> dict:
+        """Its entry in a schema file (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> Feature:
+        """The feature of a schema file's entry (keys checked by `FeatureSchema.from_dict`)."""
+        return cls(**{k: tuple(v) if k in ("feeds", "valid_range") and v is not None else v for k, v in entry.items()})
+
     def arrow_type(self) -> pa.DataType:
         """The column's type in the users or items table."""
         if self.kind == "categorical":
@@ -156,10 +165,7 @@ class FeatureSchema:
             "name": self.name,
             "rating": self.rating,
             "rating_range": list(self.rating_range),
-            "features": [
-                {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(f).items()}
-                for f in self.features
-            ],
+            "features": [f.to_dict() for f in self.features],
         }
 
     @classmethod
@@ -173,8 +179,7 @@ class FeatureSchema:
                     f"{source or data.get('name')}: feature {entry.get('name')!r} has unknown keys "
                     f"{sorted(unknown)} or no name; known keys: {', '.join(sorted(fields))}"
                 )
-            entry = {k: tuple(v) if k in ("feeds", "valid_range") and v is not None else v for k, v in entry.items()}
-            features.append(Feature(**entry))
+            features.append(Feature.from_dict(entry))
         rating_range = tuple(data.get("rating_range", (0.0, 5.0)))
         return cls(data.get("name", "custom"), tuple(features), bool(data.get("rating", True)), rating_range, source)
 

@@ -14,6 +14,7 @@ import math
 
 import tensorflow as tf
 
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.features.vocabulary import SECONDS_PER_DAY, FeatureVocabulary, NumericStats
 from recsys_core.schema import HISTORY, ITEM_ID, PADDING, TIMESTAMP, USER_ID, Feature
 
@@ -31,7 +32,8 @@ def string_lookup(vocabulary: list[str]) -> tf.keras.layers.StringLookup:
     return tf.keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
 
 
-class IdEmbedding(tf.keras.layers.Layer):
+@register
+class IdEmbedding(ArgumentsConfig, tf.keras.layers.Layer):
     """`[...]` string ids -> `[..., dim]` rows of a learned table; ids outside `vocabulary` share row 0.
 
     A `StringLookup` over `vocabulary`, then an `Embedding` of `len(vocabulary) + 1` rows (L2 penalty `l2`,
@@ -40,7 +42,7 @@ class IdEmbedding(tf.keras.layers.Layer):
 
     def __init__(self, vocabulary: list[str], dim: int, l2: float = 0.0, initializer: str = "uniform", **kwargs):
         super().__init__(**kwargs)
-        self._config = {"vocabulary": list(vocabulary), "dim": dim, "l2": l2, "initializer": initializer}
+        self.keep_arguments(vocabulary=vocabulary, dim=dim, l2=l2, initializer=initializer)
         self.lookup = string_lookup(vocabulary)
         regularizer = tf.keras.regularizers.l2(l2) if l2 else None
         self.table = tf.keras.layers.Embedding(
@@ -53,9 +55,6 @@ class IdEmbedding(tf.keras.layers.Layer):
 
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         return self.table(self.lookup(ids))
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), **self._config}
 
 
 def value_lookup(vocabulary: list, dtype: str) -> tf.keras.layers.Layer:
@@ -99,7 +98,8 @@ def numeric_input(feature: Feature, features: dict[str, tf.Tensor]) -> tf.Tensor
     return tf.math.log1p(tf.maximum(values, 0.0)) if feature.log else values
 
 
-class FeatureEmbeddings(tf.keras.layers.Layer):
+@register
+class FeatureEmbeddings(ArgumentsConfig, tf.keras.layers.Layer):
     """Schema features -> dense numbers and embeddings.
 
     Categorical values are embedded; multi-valued ones and text words are
@@ -112,6 +112,7 @@ class FeatureEmbeddings(tf.keras.layers.Layer):
 
     def __init__(self, features: tuple[Feature, ...], vocab: FeatureVocabulary, dim: int, l2: float, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(features=features, vocab=vocab, dim=dim, l2=l2)
         self._features = features
         self._vocab = vocab
         self.lookups, self.tables, self.buckets = {}, {}, {}
@@ -155,7 +156,8 @@ def _concat(dense: tf.Tensor | None, embedded: list[tf.Tensor]) -> list[tf.Tenso
     return embedded + ([dense] if dense is not None else [])
 
 
-class QueryEncoder(tf.keras.layers.Layer):
+@register
+class QueryEncoder(ArgumentsConfig, tf.keras.layers.Layer):
     """User id, user features, time context and history -> `[batch, width]`.
 
     The history is the mean embedding of the user's recent items (`user_history`,
@@ -176,6 +178,15 @@ class QueryEncoder(tf.keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(
+            features=features,
+            vocab=vocab,
+            embedding_dim=embedding_dim,
+            use_user_features=use_user_features,
+            use_time=use_time,
+            use_history=use_history,
+            l2=l2,
+        )
         side = max(4, embedding_dim // 4)
         self._vocab = vocab
         self._use_time = use_time
@@ -207,13 +218,15 @@ class QueryEncoder(tf.keras.layers.Layer):
         return tf.concat(parts, axis=1)
 
 
-class ItemEncoder(tf.keras.layers.Layer):
+@register
+class ItemEncoder(ArgumentsConfig, tf.keras.layers.Layer):
     """Item id and item features -> `[batch, width]`."""
 
     def __init__(
         self, features: tuple[Feature, ...], vocab: FeatureVocabulary, embedding_dim: int, l2: float = 0.0, **kwargs
     ) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(features=features, vocab=vocab, embedding_dim=embedding_dim, l2=l2)
         self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
         self.item_features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
 

@@ -11,12 +11,11 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core import registry
 from recsys_core.config import ExperimentConfig, FitConfig, RetrievalConfig
-from recsys_core.distribute import dtype_policy
 from recsys_core.features.encoders import ItemEncoder, QueryEncoder
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.models.dlrm import CrossHead, DlrmEmbeddings, DlrmScorer, DotInteractionHead
 from recsys_core.models.multitask import MultitaskModel
-from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_layer, rating_task
+from recsys_core.models.rating import IdBias, RankingScorer, RatingModel, rating_layer
 from recsys_core.models.retrieval import RetrievalModel, Tower
 from recsys_core.schema import ITEM_ID, USER_ID, FeatureSchema
 
@@ -28,7 +27,8 @@ def build_model(name: str, config: ExperimentConfig, schema: FeatureSchema, voca
 
 def build_retrieval(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
     query_tower, candidate_tower = build_towers(config.retrieval, schema, vocab)
-    return RetrievalModel(query_tower, candidate_tower, retrieval_task(config.retrieval), correction(config.retrieval))
+    cfg = config.retrieval
+    return RetrievalModel(query_tower, candidate_tower, cfg.temperature, cfg.remove_accidental_hits, correction(cfg))
 
 
 def build_ranking(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
@@ -48,7 +48,7 @@ def build_ranking(name: str, config: ExperimentConfig, schema: FeatureSchema, vo
         hidden_layers=cfg.hidden_layers,
         rating_mean=vocab.rating_mean,
     )
-    return RatingModel(scorer, rating_task(cfg.batch_size))
+    return RatingModel(scorer, cfg.batch_size)
 
 
 def build_dlrm(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
@@ -58,7 +58,7 @@ def build_dlrm(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab
     embeddings = DlrmEmbeddings(features, vocab, cfg.embedding_dim, cfg.bottom_layers, cfg.l2, cfg.use_time)
     interaction = DotInteractionHead(cfg.self_interaction) if name == "dlrm" else CrossHead(cfg.cross_layers)
     scorer = DlrmScorer(embeddings, interaction, cfg.top_layers, _biases(vocab, cfg.l2), vocab.rating_mean)
-    return RatingModel(scorer, rating_task(cfg.batch_size))
+    return RatingModel(scorer, cfg.batch_size)
 
 
 def build_multitask(name: str, config: ExperimentConfig, schema: FeatureSchema, vocab: FeatureVocabulary):
@@ -72,8 +72,9 @@ def build_multitask(name: str, config: ExperimentConfig, schema: FeatureSchema, 
         query_tower,
         candidate_tower,
         head,
-        retrieval_task(config.retrieval),
-        rating_task(cfg.batch_size),
+        config.retrieval.temperature,
+        config.retrieval.remove_accidental_hits,
+        cfg.batch_size,
         cfg.retrieval_weight,
         cfg.rating_weight,
         correction(config.retrieval),
@@ -103,17 +104,6 @@ def build_towers(cfg: RetrievalConfig, schema: FeatureSchema, vocab: FeatureVoca
 def correction(cfg: RetrievalConfig) -> float:
     """Strength of the logQ correction of the retrieval loss (0: none)."""
     return cfg.correction_strength if cfg.sampling_correction else 0.0
-
-
-def retrieval_task(cfg: RetrievalConfig) -> tfrs.tasks.Retrieval:
-    """In-batch softmax (optionally without accidental hits); reports the epoch's mean loss. In float32
-    under any dtype policy: the `[batch, batch]` logits and their softmax need its range."""
-    with dtype_policy("float32"):
-        return tfrs.tasks.Retrieval(
-            temperature=cfg.temperature,
-            remove_accidental_hits=cfg.remove_accidental_hits,
-            loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
-        )
 
 
 def build_optimizer(cfg: FitConfig) -> tf.keras.optimizers.Optimizer:

@@ -15,11 +15,13 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from recsys_core.features.encoders import FeatureEmbeddings, IdEmbedding, cyclic_time
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.features.vocabulary import FeatureVocabulary
 from recsys_core.schema import ITEM_ID, TIMESTAMP, USER_ID, Feature
 
 
-class DlrmEmbeddings(tf.keras.layers.Layer):
+@register
+class DlrmEmbeddings(ArgumentsConfig, tf.keras.layers.Layer):
     """Embeds the ids and categorical features, and the bottom MLP over the numbers.
 
     Returns a list of `[batch, embedding_dim]` tensors named by `input_names`:
@@ -37,6 +39,14 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(
+            features=features,
+            vocab=vocab,
+            embedding_dim=embedding_dim,
+            bottom_layers=bottom_layers,
+            l2=l2,
+            use_time=use_time,
+        )
         self._use_time = use_time
         self.user_id = IdEmbedding(vocab.user_ids, embedding_dim, l2)
         self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
@@ -58,6 +68,7 @@ class DlrmEmbeddings(tf.keras.layers.Layer):
         return ([self.bottom(dense)] if self.bottom is not None else []) + ids + embedded
 
 
+@register
 class DotInteractionHead(tf.keras.layers.Layer):
     """DLRM's interaction: the first vector (the bottom MLP's) beside all pairwise dot products.
 
@@ -79,6 +90,7 @@ class DotInteractionHead(tf.keras.layers.Layer):
         return {**config, "self_interaction": self.self_interaction}
 
 
+@register
 class CrossHead(tf.keras.layers.Layer):
     """DCN's interaction: `num_layers` `Cross` layers over the concatenated vectors, `[batch, n * d]`."""
 
@@ -96,7 +108,8 @@ class CrossHead(tf.keras.layers.Layer):
         return hidden
 
 
-class DlrmScorer(tf.keras.Model):
+@register
+class DlrmScorer(ArgumentsConfig, tf.keras.Model):
     """`DlrmEmbeddings` -> an interaction head -> top MLP, plus user and item biases: features -> `[batch]` ratings.
 
     The biases (as in the ranking model) carry what a user or an item adds to every
@@ -114,6 +127,14 @@ class DlrmScorer(tf.keras.Model):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(
+            embeddings=embeddings,
+            interaction=interaction,
+            top_layers=top_layers,
+            biases=biases,
+            rating_mean=rating_mean,
+            **kwargs,
+        )
         self.embeddings = embeddings
         self.interaction = interaction
         self.user_bias, self.item_bias = biases

@@ -13,6 +13,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.models.base import Model
 
 _MASKED = -1e9  # the logit of an empty candidate slot: no probability in the softmax
@@ -33,7 +34,8 @@ class ListSoftmaxLoss(tf.keras.losses.Loss):
         return per_list * tf.cast(totals[:, 0] > 0, per_list.dtype)
 
 
-class ListRanker(Model):
+@register
+class ListRanker(ArgumentsConfig, Model):
     """`[users, k, features]` candidate features -> `[users, k]` scores (logits of the list's softmax).
 
     Args:
@@ -55,6 +57,7 @@ class ListRanker(Model):
         seed: int = 0,
     ):
         super().__init__()
+        self.keep_arguments(mean=mean, variance=variance, layers=layers, cross_layers=cross_layers, l2=l2, seed=seed)
         regularizer = tf.keras.regularizers.l2(l2)
         seeds = iter(range(seed * 100, seed * 100 + cross_layers + len(layers) + 1))
 
@@ -87,11 +90,13 @@ class ListRanker(Model):
         return self.task(labels=labels, predictions=self(features, training=training))
 
 
-class MeanOfRankers(tf.keras.Model):
+@register
+class MeanOfRankers(ArgumentsConfig, tf.keras.Model):
     """The mean score of several `ListRanker`s fitted from other seeds: steadier than any one of them."""
 
     def __init__(self, members: list[ListRanker]) -> None:
         super().__init__()
+        self.keep_arguments(members=members)
         self.members = members
 
     def call(self, features: tf.Tensor) -> tf.Tensor:

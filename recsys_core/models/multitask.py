@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.models.base import Model
-from recsys_core.models.retrieval import retrieval_loss
+from recsys_core.models.rating import rating_task
+from recsys_core.models.retrieval import retrieval_loss, retrieval_task
 from recsys_core.schema import RATING
 
 
-class MultitaskModel(Model):
+@register
+class MultitaskModel(ArgumentsConfig, Model):
     """loss = retrieval_weight * retrieval loss + rating_weight * rating loss.
 
-    The rating head reads the concatenated query and candidate embeddings.
+    The rating head reads the concatenated query and candidate embeddings. The retrieval loss is
+    `RetrievalModel`'s (`temperature`, `remove_accidental_hits`, `correction`), the rating loss `RatingModel`'s
+    (`global_batch_size`).
     """
 
     def __init__(
@@ -21,18 +25,30 @@ class MultitaskModel(Model):
         query_tower: tf.keras.Model,
         candidate_tower: tf.keras.Model,
         rating_head: tf.keras.Model,
-        retrieval_task: tfrs.tasks.Retrieval,
-        rating_task: tfrs.tasks.Ranking,
+        temperature: float,
+        remove_accidental_hits: bool,
+        global_batch_size: int,
         retrieval_weight: float,
         rating_weight: float,
         correction: float = 1.0,
     ) -> None:
         super().__init__()
+        self.keep_arguments(
+            query_tower=query_tower,
+            candidate_tower=candidate_tower,
+            rating_head=rating_head,
+            temperature=temperature,
+            remove_accidental_hits=remove_accidental_hits,
+            global_batch_size=global_batch_size,
+            retrieval_weight=retrieval_weight,
+            rating_weight=rating_weight,
+            correction=correction,
+        )
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.rating_head = rating_head
-        self.retrieval_task = retrieval_task
-        self.rating_task = rating_task
+        self.retrieval_task = retrieval_task(temperature, remove_accidental_hits)
+        self.rating_task = rating_task(global_batch_size)
         self._retrieval_weight = retrieval_weight
         self._rating_weight = rating_weight
         self._correction = correction

@@ -7,17 +7,21 @@ import tensorflow_recommenders as tfrs
 
 from recsys_core.distribute import dtype_policy
 from recsys_core.features.encoders import IdEmbedding
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.models.base import Model, RatesInHalves
 from recsys_core.schema import RATING
 
 
-class RatingModel(Model):
-    """Any rating scorer (features -> `[batch]` ratings) trained with MSE, reporting RMSE."""
+@register
+class RatingModel(ArgumentsConfig, Model):
+    """Any rating scorer (features -> `[batch]` ratings) trained with MSE over the global batch (`rating_task`),
+    reporting RMSE."""
 
-    def __init__(self, scorer: tf.keras.Model, task: tfrs.tasks.Ranking) -> None:
+    def __init__(self, scorer: tf.keras.Model, global_batch_size: int) -> None:
         super().__init__()
+        self.keep_arguments(scorer=scorer, global_batch_size=global_batch_size)
         self.scorer = scorer
-        self.task = task
+        self.task = rating_task(global_batch_size)
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return self.scorer(features)
@@ -54,7 +58,8 @@ class GlobalBatchMeanSquaredError(tf.keras.losses.Loss):
         return tf.math.squared_difference(y_true, y_pred) / self._global_batch_size
 
 
-class RankingScorer(tf.keras.Model):
+@register
+class RankingScorer(ArgumentsConfig, tf.keras.Model):
     """Biased factor model with an MLP over user and item features.
 
     rating = mean + b_user + b_item + MLP([user, item, user * item]), `[batch]` float32 (the MLP's last
@@ -73,6 +78,16 @@ class RankingScorer(tf.keras.Model):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(
+            query_encoder=query_encoder,
+            item_encoder=item_encoder,
+            user_bias=user_bias,
+            item_bias=item_bias,
+            projection_dim=projection_dim,
+            hidden_layers=hidden_layers,
+            rating_mean=rating_mean,
+            **kwargs,
+        )
         self.query_encoder = query_encoder
         self.item_encoder = item_encoder
         self.user_bias = user_bias
@@ -124,17 +139,15 @@ def rating_layer(rating_mean: float) -> tf.keras.layers.Dense:
     return tf.keras.layers.Dense(1, bias_initializer=tf.keras.initializers.Constant(rating_mean), dtype="float32")
 
 
-class IdBias(tf.keras.layers.Layer):
+@register
+class IdBias(ArgumentsConfig, tf.keras.layers.Layer):
     """A learned scalar per id (OOV ids share one): `[batch]` strings -> `[batch, 1]` float32."""
 
     def __init__(self, feature: str, vocabulary: list[str], l2: float, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(feature=feature, vocabulary=vocabulary, l2=l2)
         self.feature = feature
         self.bias = IdEmbedding(vocabulary, 1, l2, initializer="zeros", dtype="float32")
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         return self.bias(features[self.feature])
-
-    def get_config(self) -> dict:
-        bias = self.bias.get_config()
-        return {**super().get_config(), "feature": self.feature, "vocabulary": bias["vocabulary"], "l2": bias["l2"]}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from recsys_core.distribute import dtype_policy
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.models.base import Model
 from recsys_core.schema import CANDIDATE_PROBABILITY, ITEM_ID
 
@@ -15,12 +17,14 @@ def candidate_keys(item_ids: tf.Tensor) -> tf.Tensor:
     return tf.strings.to_hash_bucket_fast(item_ids, 2**62)
 
 
-class Tower(tf.keras.Model):
+@register
+class Tower(ArgumentsConfig, tf.keras.Model):
     """Feature encoder followed by dense layers: features -> `[batch, layer_sizes[-1]]` float32 (whatever the
     dtype policy, so that in-batch softmax and the exported embeddings are float32)."""
 
     def __init__(self, encoder: tf.keras.layers.Layer, layer_sizes: tuple[int, ...], **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
+        self.keep_arguments(encoder=encoder, layer_sizes=layer_sizes, **kwargs)
         self.encoder = encoder
         self.dense = tfrs.layers.blocks.MLP(list(layer_sizes)) if layer_sizes else None
 
@@ -29,8 +33,10 @@ class Tower(tf.keras.Model):
         return tf.cast(self.dense(encoded) if self.dense is not None else encoded, tf.float32)
 
 
-class RetrievalModel(Model):
-    """Query and candidate towers trained with in-batch softmax (`tfrs.tasks.Retrieval`).
+@register
+class RetrievalModel(ArgumentsConfig, Model):
+    """Query and candidate towers trained with in-batch softmax (`retrieval_task`; `correction`: see
+    `retrieval_loss`).
 
     Factorized top-K metrics are not computed here: they cost a pass over all
     candidates per batch, so `training.trainer.evaluate` computes them once after training.
@@ -40,13 +46,21 @@ class RetrievalModel(Model):
         self,
         query_tower: tf.keras.Model,
         candidate_tower: tf.keras.Model,
-        task: tfrs.tasks.Retrieval,
+        temperature: float,
+        remove_accidental_hits: bool,
         correction: float,
     ) -> None:
         super().__init__()
+        self.keep_arguments(
+            query_tower=query_tower,
+            candidate_tower=candidate_tower,
+            temperature=temperature,
+            remove_accidental_hits=remove_accidental_hits,
+            correction=correction,
+        )
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = task
+        self.task = retrieval_task(temperature, remove_accidental_hits)
         self._correction = correction
 
     def call(self, features: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -55,6 +69,17 @@ class RetrievalModel(Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query, candidate = self(features)
         return retrieval_loss(self.task, query, candidate, features, self._correction)
+
+
+def retrieval_task(temperature: float, remove_accidental_hits: bool) -> tfrs.tasks.Retrieval:
+    """In-batch softmax (optionally without accidental hits); reports the epoch's mean loss. In float32
+    under any dtype policy: the `[batch, batch]` logits and their softmax need its range."""
+    with dtype_policy("float32"):
+        return tfrs.tasks.Retrieval(
+            temperature=temperature,
+            remove_accidental_hits=remove_accidental_hits,
+            loss_metrics=[tf.keras.metrics.Mean(name="retrieval_loss")],
+        )
 
 
 def retrieval_loss(

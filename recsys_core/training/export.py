@@ -26,6 +26,7 @@ import tensorflow_recommenders as tfrs
 from recsys_core import registry
 from recsys_core.features.arrays import item_inputs, query_inputs, tensor_specs, user_inputs
 from recsys_core.features.encoders import QueryEncoder
+from recsys_core.features.keras_config import ArgumentsConfig, register
 from recsys_core.models.base import RatesInHalves
 from recsys_core.schema import HISTORY, FeatureSchema
 from recsys_core.serving.list_features import LIST_FEATURES, LIST_RANKER
@@ -50,7 +51,7 @@ def build_signatures(
     query_specs = tensor_specs(schema, query_inputs(schema))
     if towers is not None:
         query_tower, candidate_tower = towers.query_tower, towers.candidate_tower
-        module.index = tfrs.layers.factorized_top_k.BruteForce(query_model=query_tower, k=k)
+        module.index = ExactIndex(query_model=query_tower, k=k)
         module.index.index(tf.constant(item_embeddings), identifiers=tf.constant(item_ids.astype(object)))
 
         @tf.function(input_signature=[query_specs])
@@ -82,6 +83,16 @@ def build_signatures(
                     _state_signatures(name, rater, *(tensor_specs(schema, s) for s in (user_side, item_side)))
                 )
     return module, signatures
+
+
+@register
+class ExactIndex(ArgumentsConfig, tfrs.layers.factorized_top_k.BruteForce):
+    """TFRS's exact top-k index, with a Keras config: its query model and `k` (the indexed candidates are its
+    weights)."""
+
+    def __init__(self, query_model: tf.keras.Model | None = None, k: int = 10, name: str | None = None) -> None:
+        super().__init__(query_model=query_model, k=k, name=name)
+        self.keep_arguments(query_model=query_model, k=k, name=name)
 
 
 def reads_history(model: tf.keras.Model) -> bool:

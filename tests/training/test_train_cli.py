@@ -30,6 +30,7 @@ def test_smoke_run_writes_a_complete_bundle_and_logs_a_person_reads(tmp_path):
     assert not native, native  # C++ (absl) notices of TensorFlow on a CPU machine
     warnings = [line for line in done.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == len(set(warnings)), warnings
+    assert "get_config" not in done.stderr  # every custom layer and model has one (none muted)
     (version,) = _bundles(tmp_path)
     assert (tmp_path / "LATEST").read_text() == version
     bundle = tmp_path / version
