@@ -41,6 +41,13 @@ setup(
         # Beam's GCP file systems and the Dataflow runner: gs:// paths and --runner DataflowRunner.
         "gcp": ["apache-beam[gcp]==2.77.0"],
         # The tests build a Dataflow job description offline and search with ScaNN: they need both extras.
-        "dev": ["pytest>=8", "ruff>=0.6", "hypothesis>=6.100", "apache-beam[gcp]==2.77.0", "scann==1.4.2"],
+        "dev": [
+            "pytest>=8",
+            "pytest-xdist>=3.6",
+            "ruff>=0.6",
+            "hypothesis>=6.100",
+            "apache-beam[gcp]==2.77.0",
+            "scann==1.4.2",
+        ],
     },
 )

@@ -26,6 +26,7 @@ import json
 import os
 
 import tensorflow as tf
+from tf_keras.src.saving.legacy.saved_model.utils import keras_option_scope
 
 from recsys_core.lease import LEASE_FILE, Lease, LeaseFiles
 from recsys_core.manifest import FEATURE_SCHEMA, BundleManifest, ManifestError
@@ -134,7 +135,11 @@ def save(directory: str, module: tf.Module, signatures: dict, schema: FeatureSch
     Raises:
         ManifestError: the manifest would not parse as a `BundleManifest` (nothing is written).
     """
-    tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
+    # The bundle is read through its signatures only: Keras's traces of every layer's `call` (which Keras's own
+    # loader would need, and which cost half of each save) are left out, as `model.save(save_traces=False)` does;
+    # the layers' configs (`features/keras_config.py`) describe them instead.
+    with keras_option_scope(save_traces=False):
+        tf.saved_model.save(module, os.path.join(directory, SAVED_MODEL), signatures=signatures)
     manifest = {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),

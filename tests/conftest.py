@@ -3,6 +3,7 @@ not fixtures live in `tests/support.py`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -68,13 +69,18 @@ def tiny_trained(tiny_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ml100k_bundle(ml100k_path, tmp_path_factory) -> str:
+def ml100k_bundle(ml100k_path, tmp_path_factory, worker_id) -> str:
     """A bundle trained for one epoch on the real MovieLens-100K split (retrieval, ranking, dlrm; a list ranker
-    of one member)."""
+    of one member; the fitting phase's models, not refitted), once per test run: the first pytest-xdist worker
+    to need it trains it, the others wait for it (tests only read it)."""
     import train
 
-    output = tmp_path_factory.mktemp("bundles")
-    args = ["--data-path", ml100k_path, "--models", "retrieval,ranking,dlrm", "--epochs", "1", "--verbose", "0"]
-    args += ["--override", "list_ranker.members=1"]
-    assert train.main(args + ["--output-dir", str(output)]) == 0
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    output = shared / "ml100k-bundle"
+    with open(shared / "ml100k-bundle.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (output / "LATEST").exists():
+            args = ["--data-path", ml100k_path, "--models", "retrieval,ranking,dlrm", "--epochs", "1", "--verbose"]
+            args += ["0", "--override", "list_ranker.members=1", "--override", "training.refit=false"]
+            assert train.main([*args, "--output-dir", str(output)]) == 0
     return str(output / (output / "LATEST").read_text())

@@ -1,5 +1,6 @@
 """The Beam job on the DirectRunner, end to end on MovieLens-100K."""
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -327,14 +328,24 @@ def test_bad_options_are_named(ml100k_bundle, tmp_path, flags, message):
         batch_recommend.run(["--bundle", ml100k_bundle, "--output", str(tmp_path / "out"), *flags])
 
 
-def test_a_list_ranker_reading_other_features_is_refused_at_launch():
+def test_a_list_ranker_reading_other_features_is_refused_at_launch(ml100k_bundle):
     """A bundle from a version whose list ranker read other features (say, before the time features)."""
     from jobs.options import _reranking
+    from recsys_core.bundle import read_manifest
+    from recsys_core.manifest import Signature
 
-    manifest = {"path": "old", "signatures": {"list": {}}, "reranking": {"list_ranker": {"features": ["rating"]}}}
+    current = read_manifest(ml100k_bundle)
+    manifest = dataclasses.replace(
+        current,
+        path="old",
+        signatures={**current.signatures, "list": Signature({}, {})},
+        reranking=dataclasses.replace(current.reranking, list_ranker_features=("rating",)),
+    )
     with pytest.raises(ValueError, match=r"bundle old: its list ranker reads the features \['rating'\].*retrain"):
         _reranking(manifest, "list", None, None)
-    assert _reranking(manifest, "none", None, None) == ("none", 0.0, 0.0)  # the rest of the bundle still serves
+    chosen = current.reranking  # the rest of the bundle still serves, with the weights chosen for it
+    expected = ("none", chosen.blend_weights["none"], chosen.popularity_weights["none"])
+    assert _reranking(manifest, "none", None, None) == expected
 
 
 def test_unwritable_output_is_reported(ml100k_bundle, tmp_path):

@@ -66,7 +66,7 @@ def test_splits_with_new_users_show_the_lists_over_users_with_and_without_histor
 def test_report_command_trains_scores_and_writes_both_files(ml100k_path, tmp_path):
     args = ["--output-dir", str(tmp_path), "--seeds", "42", "--splits", "random", "--epochs", "1"]
     args += ["--models", "retrieval,ranking", "--override", f"data.path={ml100k_path}"]
-    args += ["--override", "list_ranker.members=1"]
+    args += ["--override", "list_ranker.members=1", "--override", "training.refit=false"]
     assert figures.main(args) == 0
     written = json.loads((tmp_path / "report.json").read_text())
     systems = written["splits"]["random, seed 42"]["systems"]
