@@ -42,7 +42,6 @@ class IdEmbedding(ArgumentsConfig, tf.keras.layers.Layer):
 
     def __init__(self, vocabulary: list[str], dim: int, l2: float = 0.0, initializer: str = "uniform", **kwargs):
         super().__init__(**kwargs)
-        self.keep_arguments(vocabulary=vocabulary, dim=dim, l2=l2, initializer=initializer)
         self.lookup = string_lookup(vocabulary)
         regularizer = tf.keras.regularizers.l2(l2) if l2 else None
         self.table = tf.keras.layers.Embedding(
@@ -112,7 +111,6 @@ class FeatureEmbeddings(ArgumentsConfig, tf.keras.layers.Layer):
 
     def __init__(self, features: tuple[Feature, ...], vocab: FeatureVocabulary, dim: int, l2: float, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(features=features, vocab=vocab, dim=dim, l2=l2)
         self._features = features
         self._vocab = vocab
         self.lookups, self.tables, self.buckets = {}, {}, {}
@@ -178,15 +176,6 @@ class QueryEncoder(ArgumentsConfig, tf.keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(
-            features=features,
-            vocab=vocab,
-            embedding_dim=embedding_dim,
-            use_user_features=use_user_features,
-            use_time=use_time,
-            use_history=use_history,
-            l2=l2,
-        )
         side = max(4, embedding_dim // 4)
         self._vocab = vocab
         self._use_time = use_time
@@ -226,7 +215,6 @@ class ItemEncoder(ArgumentsConfig, tf.keras.layers.Layer):
         self, features: tuple[Feature, ...], vocab: FeatureVocabulary, embedding_dim: int, l2: float = 0.0, **kwargs
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(features=features, vocab=vocab, embedding_dim=embedding_dim, l2=l2)
         self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
         self.item_features = FeatureEmbeddings(features, vocab, embedding_dim, l2)
 

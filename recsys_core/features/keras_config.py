@@ -1,7 +1,7 @@
 """Keras `get_config` / `from_config` for the layers and models whose constructor arguments are their config.
 
-A class takes `ArgumentsConfig` as its first base, is `register`ed, and calls
-`self.keep_arguments(...)` with what its constructor received. `get_config` encodes
+A class takes `ArgumentsConfig` as its first base and is `register`ed; its constructor's
+arguments are recorded as it is called. `get_config` encodes
 them as JSON values (schema features by their schema entry, a vocabulary by its JSON,
 layers and models by `tf.keras.layers.serialize`, arrays as lists); `from_config`
 decodes them and calls the constructor again, so a model round-trips through
@@ -11,6 +11,8 @@ included: copy them with `set_weights`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 
 import numpy as np
@@ -29,11 +31,17 @@ def register(cls):
 
 
 class ArgumentsConfig:
-    """Mixin: `get_config` is the constructor's arguments (`keep_arguments`), `from_config` calls it with them."""
+    """Mixin: `get_config` is the arguments the constructor was called with (each subclass's `__init__` records
+    them), `from_config` calls it with them."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def keep_arguments(self, **arguments) -> None:
-        """Keeps the constructor's arguments (not tracked: the layers among them are tracked as attributes)."""
+    def _keep_arguments(self, arguments: dict) -> None:
+        """Not tracked: the layers among the arguments are tracked as the attributes the constructor sets."""
         self._constructor_arguments = arguments
 
     def get_config(self) -> dict:
@@ -47,6 +55,23 @@ class ArgumentsConfig:
         """None: these layers build on their first call, from feature dicts of mixed dtypes (Keras would build
         them from float placeholders of the recorded shapes)."""
         return None
+
+
+def _recording(init):
+    """`init`, then its arguments by name (those given; `**kwargs` spread out) kept for `get_config`."""
+    signature = inspect.signature(init)
+    spread = [p.name for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+
+    @functools.wraps(init)
+    def recording_init(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        arguments = signature.bind(self, *args, **kwargs).arguments
+        del arguments["self"]
+        for name in spread:
+            arguments.update(arguments.pop(name, {}))
+        self._keep_arguments(dict(arguments))
+
+    return recording_init
 
 
 def encode(value):

@@ -39,14 +39,6 @@ class DlrmEmbeddings(ArgumentsConfig, tf.keras.layers.Layer):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(
-            features=features,
-            vocab=vocab,
-            embedding_dim=embedding_dim,
-            bottom_layers=bottom_layers,
-            l2=l2,
-            use_time=use_time,
-        )
         self._use_time = use_time
         self.user_id = IdEmbedding(vocab.user_ids, embedding_dim, l2)
         self.item_id = IdEmbedding(vocab.item_ids, embedding_dim, l2)
@@ -127,14 +119,6 @@ class DlrmScorer(ArgumentsConfig, tf.keras.Model):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(
-            embeddings=embeddings,
-            interaction=interaction,
-            top_layers=top_layers,
-            biases=biases,
-            rating_mean=rating_mean,
-            **kwargs,
-        )
         self.embeddings = embeddings
         self.interaction = interaction
         self.user_bias, self.item_bias = biases

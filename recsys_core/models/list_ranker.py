@@ -57,7 +57,6 @@ class ListRanker(ArgumentsConfig, Model):
         seed: int = 0,
     ):
         super().__init__()
-        self.keep_arguments(mean=mean, variance=variance, layers=layers, cross_layers=cross_layers, l2=l2, seed=seed)
         regularizer = tf.keras.regularizers.l2(l2)
         seeds = iter(range(seed * 100, seed * 100 + cross_layers + len(layers) + 1))
 
@@ -96,7 +95,6 @@ class MeanOfRankers(ArgumentsConfig, tf.keras.Model):
 
     def __init__(self, members: list[ListRanker]) -> None:
         super().__init__()
-        self.keep_arguments(members=members)
         self.members = members
 
     def call(self, features: tf.Tensor) -> tf.Tensor:

@@ -33,17 +33,6 @@ class MultitaskModel(ArgumentsConfig, Model):
         correction: float = 1.0,
     ) -> None:
         super().__init__()
-        self.keep_arguments(
-            query_tower=query_tower,
-            candidate_tower=candidate_tower,
-            rating_head=rating_head,
-            temperature=temperature,
-            remove_accidental_hits=remove_accidental_hits,
-            global_batch_size=global_batch_size,
-            retrieval_weight=retrieval_weight,
-            rating_weight=rating_weight,
-            correction=correction,
-        )
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.rating_head = rating_head

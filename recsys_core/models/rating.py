@@ -19,7 +19,6 @@ class RatingModel(ArgumentsConfig, Model):
 
     def __init__(self, scorer: tf.keras.Model, global_batch_size: int) -> None:
         super().__init__()
-        self.keep_arguments(scorer=scorer, global_batch_size=global_batch_size)
         self.scorer = scorer
         self.task = rating_task(global_batch_size)
 
@@ -78,16 +77,6 @@ class RankingScorer(ArgumentsConfig, tf.keras.Model):
         **kwargs,
     ) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(
-            query_encoder=query_encoder,
-            item_encoder=item_encoder,
-            user_bias=user_bias,
-            item_bias=item_bias,
-            projection_dim=projection_dim,
-            hidden_layers=hidden_layers,
-            rating_mean=rating_mean,
-            **kwargs,
-        )
         self.query_encoder = query_encoder
         self.item_encoder = item_encoder
         self.user_bias = user_bias
@@ -145,7 +134,6 @@ class IdBias(ArgumentsConfig, tf.keras.layers.Layer):
 
     def __init__(self, feature: str, vocabulary: list[str], l2: float, **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(feature=feature, vocabulary=vocabulary, l2=l2)
         self.feature = feature
         self.bias = IdEmbedding(vocabulary, 1, l2, initializer="zeros", dtype="float32")
 

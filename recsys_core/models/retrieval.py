@@ -24,7 +24,6 @@ class Tower(ArgumentsConfig, tf.keras.Model):
 
     def __init__(self, encoder: tf.keras.layers.Layer, layer_sizes: tuple[int, ...], **kwargs) -> None:
         super().__init__(autocast=False, **kwargs)
-        self.keep_arguments(encoder=encoder, layer_sizes=layer_sizes, **kwargs)
         self.encoder = encoder
         self.dense = tfrs.layers.blocks.MLP(list(layer_sizes)) if layer_sizes else None
 
@@ -51,13 +50,6 @@ class RetrievalModel(ArgumentsConfig, Model):
         correction: float,
     ) -> None:
         super().__init__()
-        self.keep_arguments(
-            query_tower=query_tower,
-            candidate_tower=candidate_tower,
-            temperature=temperature,
-            remove_accidental_hits=remove_accidental_hits,
-            correction=correction,
-        )
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = retrieval_task(temperature, remove_accidental_hits)

@@ -92,7 +92,6 @@ class ExactIndex(ArgumentsConfig, tfrs.layers.factorized_top_k.BruteForce):
 
     def __init__(self, query_model: tf.keras.Model | None = None, k: int = 10, name: str | None = None) -> None:
         super().__init__(query_model=query_model, k=k, name=name)
-        self.keep_arguments(query_model=query_model, k=k, name=name)
 
 
 def reads_history(model: tf.keras.Model) -> bool:
